@@ -1,0 +1,1 @@
+"""Pipeline stages. Stages never import each other; pipeline.py composes them."""

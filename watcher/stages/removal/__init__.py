@@ -1,0 +1,1 @@
+"""Background removal backends. Each is a ``Remover`` (see base.py)."""
