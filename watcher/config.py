@@ -1,0 +1,434 @@
+"""Typed, frozen configuration: defaults in code, then a TOML file, then ``THUMBGEN_*`` variables.
+
+Each option is defined once, in ``OPTIONS``; the TOML key (``max_file_size`` or ``MAX_FILE_SIZE``),
+the environment name (``THUMBGEN_MAX_FILE_SIZE``) and the printed name all derive from it.
+``load()`` validates every value and raises ``ConfigError`` naming the key and the value; it never
+exits the process (the CLI turns ConfigError into exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from watcher.errors import ConfigError
+
+ENV_PREFIX = "THUMBGEN_"
+DEFAULT_CONFIG_FILE = Path("config/thumbgen.toml")
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
+_CRON_FIELD = re.compile(r"^[\d*/,\-a-zA-Z?LW#]+$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _default_model_path() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "thumbgen" / "u2netp.onnx"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers: raw value (from TOML or a string from the environment) → typed value, or ValueError.
+# ---------------------------------------------------------------------------------------------
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("expected a whole number")
+    if isinstance(raw, int):
+        return raw
+    text = str(raw).strip().replace("_", "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ValueError("expected a whole number")
+    return int(text)
+
+
+def _parse_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a number")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number") from None
+
+
+def _parse_size(raw: Any) -> int:
+    """Bytes: an integer, or a number with a unit (``10MiB``, ``500 KB``)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(raw))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("expected a size such as 10485760 or 10MiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def _parse_list(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
+def _parse_str(raw: Any) -> str:
+    if isinstance(raw, dict | list):
+        raise ValueError("expected text")
+    return str(raw).strip()
+
+
+def _parse_path(raw: Any) -> Path:
+    text = _parse_str(raw)
+    if not text:
+        raise ValueError("expected a path")
+    return Path(text).expanduser()
+
+
+def _parse_output_size(raw: Any) -> tuple[int, int]:
+    """``1200`` (square) or ``1200x900``."""
+    if isinstance(raw, list | tuple) and len(raw) == 2:
+        return (_parse_int(raw[0]), _parse_int(raw[1]))
+    text = str(raw).strip().lower()
+    match = re.fullmatch(r"(\d+)(?:\s*x\s*(\d+))?", text)
+    if not match:
+        raise ValueError("expected a size in pixels such as 1200 or 1200x900")
+    width = int(match.group(1))
+    return (width, int(match.group(2) or width))
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        text = _parse_str(raw).lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def _cron(raw: Any) -> str:
+    text = " ".join(_parse_str(raw).split())
+    parts = text.split(" ")
+    if len(parts) != 5 or not all(_CRON_FIELD.match(part) for part in parts):
+        raise ValueError("expected a cron expression of five fields, such as '0 3 * * *'")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on the typed value.
+# ---------------------------------------------------------------------------------------------
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= low else f"must be at least {low}"
+
+
+def _between(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
+
+
+def _formats_ok(value: tuple[str, ...]) -> str | None:
+    unknown = set(value) - {"jpeg", "png", "webp"}
+    if unknown:
+        return f"unknown format(s) {', '.join(sorted(unknown))}; allowed: jpeg, png, webp"
+    return None if value else "must name at least one format"
+
+
+def _output_size_ok(value: tuple[int, int]) -> str | None:
+    return None if all(16 <= side <= 8000 for side in value) else "each side must be 16..8000 pixels"
+
+
+def _port_ok(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port 0..65535"
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+    secret: bool = False
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.key
+
+
+def _opt(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Option:
+    return Option(key, parse, default, help, **kw)
+
+
+# Every option, once. Defaults that depend on the machine are callables, resolved at load time.
+OPTIONS: tuple[Option, ...] = (
+    _opt("ENVIRONMENT", _choice("development", "production", "test"), "production",
+         "Deployment flavour; only changes defaults you have not set."),
+    _opt("LOG_LEVEL", _choice("trace", "debug", "info", "success", "warning", "error", "critical"),
+         "info", "Lowest level written to the console and the log file."),
+    _opt("BASE_PATH", _parse_path, Path("."), "Folder the other relative paths start from."),
+    _opt("UPLOAD_PATH", _parse_path, Path("produtos"), "The inbox the shops drop photos into."),
+    _opt("BACKGROUND_PATH", _parse_path, Path("backgrounds"), "Background images."),
+    _opt("OUTPUT_PATH", _parse_path, Path("thumbnails-prontas"), "Finished thumbnails."),
+    _opt("LOG_PATH", _parse_path, Path("logs"), "Folder of app.log (JSON lines)."),
+    _opt("BACKUP_PATH", _parse_path, Path("backups"), "Folder of backup archives."),
+    _opt("MAX_FILE_SIZE", _parse_size, 10 * 1024**2, "Largest input accepted, in bytes (or 10MiB).",
+         check=_at_least(1)),
+    _opt("MAX_PIXELS", _parse_int, 40_000_000, "Largest input accepted, in pixels (width × height).",
+         check=_at_least(1)),
+    _opt("ALLOWED_FORMATS", _parse_list, ("jpeg", "png", "webp"),
+         "Input formats accepted, decided by content: jpeg, png, webp.", check=_formats_ok),
+    _opt("REMOVAL_BACKEND", _choice("auto", "gradio", "local"), "auto",
+         "auto: Gradio when GRADIO_API_URL is set, else the local model."),
+    _opt("GRADIO_API_URL", _parse_str, "", "URL or Space id (owner/name) of the Gradio app."),
+    _opt("GRADIO_API_NAME", _parse_str, "/png", "Endpoint of the Gradio app that returns the cut-out."),
+    _opt("GRADIO_TOKEN", _parse_str, "", "Token for private or quota'd Spaces.", secret=True),
+    _opt("GRADIO_TIMEOUT", _parse_float, 60.0, "Seconds one remote call may take.",
+         check=_at_least(0.1)),
+    _opt("GRADIO_RETRY_ATTEMPTS", _parse_int, 3, "Attempts per file for transient remote errors.",
+         check=_at_least(1)),
+    _opt("GRADIO_FALLBACK_ENABLED", _parse_bool, True,
+         "Use the local model while the remote fails; when false, files wait for the remote."),
+    _opt("MAX_CONCURRENT_REQUESTS", _parse_int, 4, "Remote calls in flight at most.",
+         check=_between(1, 256)),
+    _opt("WORKERS", _parse_int, 0, "CPU worker threads; 0 = one per core.", check=_between(0, 256)),
+    _opt("CACHE_ENABLED", _parse_bool, True, "Cache cut-outs by content hash."),
+    _opt("CACHE_TTL", _parse_int, 7 * 24 * 3600, "Seconds a cached cut-out stays valid.",
+         check=_at_least(0)),
+    _opt("HTTP_HOST", _parse_str, "127.0.0.1", "Address of the health and metrics server."),
+    _opt("HTTP_PORT", _parse_int, 8080, "Port of the health and metrics server (0 = any free port).",
+         check=_port_ok),
+    _opt("METRICS_ENABLED", _parse_bool, True, "Serve /metrics."),
+    _opt("HEALTH_CHECK_ENABLED", _parse_bool, True, "Serve /health, /livez and /readyz."),
+    _opt("WATCH_MODE", _choice("auto", "native", "polling"), "auto",
+         "native: inotify; polling: for network shares; auto: native, polling if that fails."),
+    _opt("RESCAN_INTERVAL", _parse_float, 60.0, "Seconds between full rescans of the inbox.",
+         check=_at_least(0.5)),
+    _opt("SETTLE_SECONDS", _parse_float, 2.0,
+         "A file is taken once its size and mtime have not changed for this long.",
+         check=_between(0, 3600)),
+    _opt("SHUTDOWN_TIMEOUT", _parse_float, 30.0, "Seconds to finish in-flight files on SIGTERM.",
+         check=_between(0, 3600)),
+    _opt("SCHEDULER_ENABLED", _parse_bool, True, "Run backups and cleanup on a schedule."),
+    _opt("BACKUP_SCHEDULE", _cron, "0 3 * * *", "Cron expression of the backup job."),
+    _opt("BACKUP_RETENTION_DAYS", _parse_int, 30, "Days a backup archive is kept.",
+         check=_at_least(1)),
+    _opt("CLEANUP_SCHEDULE", _cron, "30 4 * * *", "Cron expression of the cleanup job."),
+    _opt("PROCESSED_RETENTION_DAYS", _parse_int, 30, "Days an original stays in _processados/.",
+         check=_at_least(1)),
+    _opt("FAILED_RETENTION_DAYS", _parse_int, 90, "Days a rejected file stays in _falhas/.",
+         check=_at_least(1)),
+    _opt("OUTPUT_SIZE", _parse_output_size, (1200, 1200), "Thumbnail size: 1200 or 1200x900.",
+         check=_output_size_ok),
+    _opt("OUTPUT_FORMAT", _choice("jpeg", "png", "webp"), "jpeg", "Thumbnail format."),
+    _opt("OUTPUT_QUALITY", _parse_int, 90, "JPEG/WebP quality 1..100.", check=_between(1, 100)),
+    _opt("FILL_RATIO", _parse_float, 0.85, "Share of the canvas the product fills.",
+         check=_between(0.05, 1.0)),
+    _opt("MODEL_PATH", _parse_path, _default_model_path, "Where the local U²-Net-p model lives."),
+    _opt("WORKER_ID", _parse_str, _default_worker_id,
+         "Name of this daemon's claim folder; must be unique among daemons on one share."),
+    _opt("RATE_LIMIT_PER_MINUTE", _parse_int, 0, "Remote calls per minute at most (0 = no limit).",
+         check=_at_least(0)),
+)
+OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Built once by ``load()`` and passed down explicitly."""
+
+    environment: Literal["development", "production", "test"]
+    log_level: str
+    base_path: Path
+    upload_path: Path
+    background_path: Path
+    output_path: Path
+    log_path: Path
+    backup_path: Path
+    max_file_size: int
+    max_pixels: int
+    allowed_formats: tuple[str, ...]
+    removal_backend: Literal["auto", "gradio", "local"]
+    gradio_api_url: str
+    gradio_api_name: str
+    gradio_token: str
+    gradio_timeout: float
+    gradio_retry_attempts: int
+    gradio_fallback_enabled: bool
+    max_concurrent_requests: int
+    workers: int
+    cache_enabled: bool
+    cache_ttl: int
+    http_host: str
+    http_port: int
+    metrics_enabled: bool
+    health_check_enabled: bool
+    watch_mode: Literal["auto", "native", "polling"]
+    rescan_interval: float
+    settle_seconds: float
+    shutdown_timeout: float
+    scheduler_enabled: bool
+    backup_schedule: str
+    backup_retention_days: int
+    cleanup_schedule: str
+    processed_retention_days: int
+    failed_retention_days: int
+    output_size: tuple[int, int]
+    output_format: Literal["jpeg", "png", "webp"]
+    output_quality: int
+    fill_ratio: float
+    model_path: Path
+    worker_id: str
+    rate_limit_per_minute: int
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    # Folders the daemon owns inside the inbox (same filesystem, so renames are atomic).
+    @property
+    def state_path(self) -> Path:
+        return self.upload_path / ".thumbgen"
+
+    @property
+    def processed_path(self) -> Path:
+        return self.upload_path / "_processados"
+
+    @property
+    def failed_path(self) -> Path:
+        return self.upload_path / "_falhas"
+
+    @property
+    def cpu_workers(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def removal_kind(self) -> Literal["gradio", "local"]:
+        if self.removal_backend == "auto":
+            return "gradio" if self.gradio_api_url else "local"
+        return self.removal_backend
+
+    def value(self, key: str) -> Any:
+        return getattr(self, key.lower())
+
+    def masked(self) -> dict[str, str]:
+        """KEY → printable value, secrets masked. For ``thumbgen config`` and the start-up log."""
+        out = {}
+        for opt in OPTIONS:
+            value = self.value(opt.key)
+            out[opt.key] = mask_secret(value) if opt.secret else _show(value)
+        return out
+
+
+def mask_secret(value: object) -> str:
+    text = str(value)
+    if not text:
+        return ""
+    return "****" if len(text) <= 8 else f"{text[:2]}****{text[-2:]}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config file", str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config file", str(path), f"not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # [section] tables are allowed for grouping; keys stay flat
+            flat.update({k.upper(): v for k, v in value.items()})
+        else:
+            flat[key.upper()] = value
+    unknown = sorted(set(flat) - set(OPTIONS_BY_KEY))
+    if unknown:
+        raise ConfigError(unknown[0], flat[unknown[0]], f"unknown key in {path}")
+    return flat
+
+
+def _config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the Settings: code defaults, then the TOML file, then ``THUMBGEN_*`` variables."""
+    env = os.environ if env is None else env
+    path = _config_file(config_file, env)
+    file_values = _read_toml(path) if path else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        if opt.env_name in env:
+            raw, source = env[opt.env_name], f"env {opt.env_name}"
+        elif opt.key in file_values:
+            raw, source = file_values[opt.key], f"file {path}"
+        else:
+            raw, source = (opt.default() if callable(opt.default) else opt.default), "default"
+        shown = mask_secret(raw) if opt.secret else raw
+        try:
+            value = opt.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(opt.key, shown, f"{exc} (from {source})") from None
+        problem = opt.check(value) if opt.check else None
+        if problem:
+            raise ConfigError(opt.key, shown, f"{problem} (from {source})")
+        values[opt.key.lower()] = value
+        sources[opt.key] = source
+    _resolve_paths(values)
+    _check_consistency(values)
+    return Settings(**values, sources=sources)
+
+
+def _resolve_paths(values: dict[str, Any]) -> None:
+    base = values["base_path"].resolve()
+    values["base_path"] = base
+    for key in ("upload_path", "background_path", "output_path", "log_path", "backup_path"):
+        path = values[key]
+        values[key] = (path if path.is_absolute() else base / path).resolve()
+    values["model_path"] = values["model_path"].resolve()
+
+
+def _check_consistency(values: dict[str, Any]) -> None:
+    if values["removal_backend"] == "gradio" and not values["gradio_api_url"]:
+        raise ConfigError("GRADIO_API_URL", "", "must be set when REMOVAL_BACKEND is gradio")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", values["worker_id"]):
+        raise ConfigError("WORKER_ID", values["worker_id"],
+                          "may use only letters, digits, '.', '_' and '-' (1..100 characters)")
+    upload, output = values["upload_path"], values["output_path"]
+    if output == upload or output.is_relative_to(upload) or upload.is_relative_to(output):
+        raise ConfigError("OUTPUT_PATH", str(output), "must not be inside UPLOAD_PATH or contain it")
+
+
+def option_names() -> list[str]:
+    return [opt.key for opt in OPTIONS]
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in fields(Settings) if f.name != "sources"]
