@@ -1,0 +1,201 @@
+"""The daemon's lifecycle: startup → main loop → drain → shutdown.
+
+Signal handlers only set flags; the main loop does the work. The first SIGTERM/SIGINT asks for a
+warm stop (finish or release in-flight files within SHUTDOWN_TIMEOUT, exit 0); a second one forces
+it (in-flight claims go straight back to the inbox, exit 1).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from loguru import logger
+
+from watcher.claim import Claims
+from watcher.config import Settings
+from watcher.inbox import Settler
+from watcher.metrics import Metrics
+from watcher.model import Job
+from watcher.pipeline import Pipeline
+from watcher.scan import scan
+from watcher.stages.removal.base import Remover
+from watcher.watch import InboxHandler, Watch
+from watcher.worker import WorkerPool, WorkQueue
+
+TICK_SECONDS = 0.1
+HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass
+class Flags:
+    """Set by signal handlers, read by the main loop. Nothing else happens in a handler."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    force: threading.Event = field(default_factory=threading.Event)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            self.force.set()
+        self.stop.set()
+
+
+class App:
+    def __init__(self, settings: Settings, remover: Remover, metrics: Metrics) -> None:
+        self.settings = settings
+        self.remover = remover
+        self.metrics = metrics
+        self.flags = Flags()
+        inbox = settings.upload_path
+        self.claims = Claims(inbox, settings.state_path, settings.worker_id)
+        self.settler = Settler(inbox, settings.settle_seconds)
+        cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)
+        self.pipeline = Pipeline(settings, remover, metrics, cpu_slots)
+        threads = settings.cpu_workers + (settings.max_concurrent_requests
+                                          if not remover.cpu_bound else 0)
+        self.work = WorkQueue(maxsize=max(4, 2 * threads))
+        self.pool = WorkerPool(self.pipeline, self.claims, self.work, threads, metrics)
+        self.watch = Watch(inbox, settings.watch_mode,
+                           InboxHandler(inbox, self.settler.suggest, self.request_scan))
+        self.started = time.time()
+        self.ready = threading.Event()
+        self._scan_requests: list[Path] = []
+        self._scan_lock = threading.Lock()
+        self._next_rescan = 0.0
+        self._next_heartbeat = 0.0
+        # called every tick by the main loop (systemd STATUS/WATCHDOG, for example)
+        self.on_tick: list[Callable[[App], None]] = []
+        self.on_ready: list[Callable[[App], None]] = []
+        self.on_stopping: list[Callable[[App], None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.flags.on_signal)
+
+    def run(self) -> int:
+        self.startup()
+        try:
+            self.main_loop()
+        finally:
+            code = self.shutdown()
+        return code
+
+    def startup(self) -> None:
+        s = self.settings
+        for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
+                       s.state_path, s.background_path):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.claims.setup()
+        returned = self.claims.recover()
+        if returned:
+            logger.info("returned {} claimed file(s) of stopped daemons to the inbox", returned)
+        self.pool.start()
+        self.watch.start()
+        logger.info("watching {} ({} mode), {} CPU worker(s), removal by {}", s.upload_path,
+                    self.watch.active_mode, s.cpu_workers, self.remover.name)
+        self.rescan("start-up")
+        self.ready.set()
+        for hook in self.on_ready:
+            hook(self)
+
+    def main_loop(self) -> None:
+        while not self.flags.stop.is_set():
+            self.tick()
+            self.flags.stop.wait(TICK_SECONDS)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if not self.watch.alive():
+            logger.error("the file watcher thread died; restarting it and rescanning")
+            self.metrics.observer_restarts.inc()
+            self.watch.restart()
+            self.rescan("observer restart")
+        if self.watch.overflow.event.is_set():
+            self.watch.overflow.event.clear()
+            logger.warning("the kernel dropped file events (inotify overflow); rescanning")
+            self.rescan("overflow")
+        if now >= self._next_rescan:
+            self.rescan("timer")
+        self._scan_requested_folders()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+            self.claims.heartbeat()
+            self.claims.recover(include_mine=False)
+        self.feed()
+        for hook in self.on_tick:
+            hook(self)
+
+    def feed(self) -> None:
+        """Move settled paths from the settle table onto the bounded work queue."""
+        free = self.work.free()
+        if free:
+            for rel in self.settler.ready(free, self.work.busy):
+                self.work.put(rel)
+        self.metrics.queue_depth.set(self.queue_depth())
+
+    def queue_depth(self) -> int:
+        return len(self.settler) + self.work.qsize()
+
+    def rescan(self, reason: str) -> None:
+        self._next_rescan = time.monotonic() + self.settings.rescan_interval
+        self.metrics.rescans.labels(reason).inc()
+        count = 0
+        for rel in scan(self.settings.upload_path):
+            if not self.work.busy(rel):
+                self.settler.suggest(rel)
+                count += 1
+        if count and reason != "timer":
+            logger.info("{} scan found {} file(s) in the inbox", reason, count)
+
+    def request_scan(self, folder: Path) -> None:
+        """Called from the watchdog thread when a folder appears: scan it from the main loop."""
+        with self._scan_lock:
+            self._scan_requests.append(folder)
+
+    def _scan_requested_folders(self) -> None:
+        with self._scan_lock:
+            folders, self._scan_requests = self._scan_requests, []
+        for folder in folders:
+            for rel in scan(self.settings.upload_path, folder):
+                self.settler.suggest(rel)
+
+    def shutdown(self) -> int:
+        """Stop in order: watcher, intake, in-flight work (bounded), then release what is left."""
+        logger.info("stopping: no new files are taken")
+        for hook in self.on_stopping:
+            hook(self)
+        # 1. no new events
+        self.watch.stop()
+        # 2. workers take nothing new; queued (never claimed) paths just stay in the inbox
+        self.pool.stop_taking.set()
+        self.work.drain()
+        # 3. in-flight files finish within SHUTDOWN_TIMEOUT, unless a second signal says now
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self.pool.in_flight and time.monotonic() < deadline and not self.flags.force.is_set():
+            time.sleep(0.05)
+        # 4. whatever is still in flight goes back to the inbox for the next start
+        abandoned = list(self.pool.in_flight.values())
+        released = sum(self._release(job) for job in abandoned)
+        if abandoned:
+            logger.warning("released {} unfinished file(s) back to the inbox", released)
+        self.remover.close()
+        logger.info("stopped after {:.0f} s: {} file(s) finished", time.time() - self.started,
+                    self.pool.done_count)
+        return 1 if self.flags.force.is_set() and abandoned else 0
+
+    def _release(self, job: Job) -> bool:
+        if job.claimed is None or not job.claimed.exists():
+            return False
+        try:
+            self.claims.release(job.claimed, job.rel)
+            return True
+        except OSError as exc:
+            logger.error("could not release {}: {}", job.rel, exc)
+            return False

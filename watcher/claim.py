@@ -1,0 +1,170 @@
+"""Claims: who owns an input while it is processed.
+
+A claim is an atomic ``rename`` of the input from the inbox into
+``.thumbgen/claimed/<worker-id>/<rel>``. Only one of several daemons on a shared folder can win the
+rename, so each file is processed exactly once. A claim folder whose owner is gone is returned to
+the inbox: on the same host when its pid is dead, on any host when its heartbeat is stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from loguru import logger
+
+HEARTBEAT_NAME = ".heartbeat"
+# A claim folder whose heartbeat is older than this belongs to a daemon that is gone.
+STALE_AFTER_SECONDS = 300.0
+_HOST_PID = re.compile(r"^(?P<host>.+)-(?P<pid>\d+)$")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def free_name(target: Path) -> Path:
+    """``target`` if nothing is there, else ``stem (2).ext``, ``stem (3).ext``…: never overwrite."""
+    if not os.path.lexists(target):
+        return target
+    for n in range(2, 10_000):
+        candidate = target.with_name(f"{target.stem} ({n}){target.suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+    return target.with_name(f"{target.stem} ({time.time_ns()}){target.suffix}")
+
+
+def move_no_clobber(src: Path, dst: Path) -> Path:
+    """Rename ``src`` to ``dst`` (or a free variant of it), creating folders; returns where it went."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        target = free_name(dst)
+        try:
+            # link + unlink would refuse to overwrite atomically, but breaks on FIFOs and some
+            # shares; a checked rename is enough because only the owner of a claim moves it.
+            os.rename(src, target)
+            return target
+        except FileExistsError:  # pragma: no cover - lost a race for the free name
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name", str(dst))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Claims:
+    def __init__(self, inbox: Path, state: Path, worker_id: str) -> None:
+        self.inbox = inbox
+        self.root = state / "claimed"
+        self.worker_id = worker_id
+        self.mine = self.root / worker_id
+
+    def setup(self) -> None:
+        self.mine.mkdir(parents=True, exist_ok=True)
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Tell other daemons this claim folder has a live owner."""
+        beat = self.mine / HEARTBEAT_NAME
+        try:
+            beat.touch()
+        except FileNotFoundError:
+            self.mine.mkdir(parents=True, exist_ok=True)
+            beat.touch()
+
+    def claim(self, rel: PurePosixPath) -> Path | None:
+        """Move the input into our claim folder; None if another daemon won or it vanished."""
+        src = self.inbox / rel
+        dst = self.mine / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            # On NFS a lost reply can make a successful rename report ENOENT: check our own folder.
+            return dst if os.path.lexists(dst) and not os.path.lexists(src) else None
+        return dst
+
+    def release(self, claimed: Path, rel: PurePosixPath) -> Path:
+        """Put a claimed file back in the inbox (to be processed later). Never overwrites."""
+        return move_no_clobber(claimed, self.inbox / rel)
+
+    def _claimed_files(self, folder: Path) -> Iterator[Path]:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+            for name in filenames:
+                if dirpath == str(folder) and name == HEARTBEAT_NAME:
+                    continue
+                yield Path(dirpath) / name
+
+    def _owner_gone(self, folder: Path, now: float) -> bool:
+        if folder.name == self.worker_id:
+            return True  # our own leftovers from an earlier life with the same id
+        match = _HOST_PID.match(folder.name)
+        if match and match.group("host") == socket.gethostname():
+            return not _pid_alive(int(match.group("pid")))
+        try:
+            beat = (folder / HEARTBEAT_NAME).stat().st_mtime
+        except FileNotFoundError:
+            beat = folder.stat().st_mtime
+        return now - beat > STALE_AFTER_SECONDS
+
+    def recover(self, include_mine: bool = True) -> int:
+        """Return claims of gone owners to the inbox; returns how many files went back."""
+        if not self.root.is_dir():
+            return 0
+        returned = 0
+        now = time.time()
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if folder.name == self.worker_id and not include_mine:
+                continue
+            try:
+                if not self._owner_gone(folder, now):
+                    continue
+            except OSError:
+                continue
+            for path in list(self._claimed_files(folder)):
+                rel = PurePosixPath(path.relative_to(folder).as_posix())
+                try:
+                    where = self.release(path, rel)
+                except OSError as exc:
+                    logger.warning("could not return claim {} of {}: {}", rel, folder.name, exc)
+                    continue
+                returned += 1
+                logger.info("returned claim of {} to the inbox as {}", folder.name,
+                            where.relative_to(self.inbox))
+            if folder.name != self.worker_id:
+                _remove_empty_tree(folder)
+        return returned
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            if name == HEARTBEAT_NAME:
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass

@@ -1,0 +1,157 @@
+"""The only place that knows the stage order: validate → remove → compose → publish.
+
+Each stage is wrapped once with timing, metrics and logging. CPU-heavy stages hold one of the
+``WORKERS`` CPU slots; a remote removal only waits on the network and holds none, so many remote
+calls can be in flight while the CPU slots keep composing.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import ContextManager
+
+from loguru import logger
+from PIL import Image
+
+from watcher.claim import Claims
+from watcher.config import Settings
+from watcher.errors import RejectedImage, RemovalUnavailable
+from watcher.metrics import Metrics
+from watcher.model import Job, JobStatus
+from watcher.stages import compose as compose_stage
+from watcher.stages import publish
+from watcher.stages import validate
+from watcher.stages.removal.base import Remover
+
+# Errors of the disk itself: the photo is fine, so it waits in the inbox instead of _falhas/.
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ESTALE}
+UNEXPECTED_REASON = ("An unexpected error stopped this photo from being processed; the file is "
+                     "kept unchanged and the details are in the daemon's log.")
+# A file's own alpha counts as a cut-out when at least this share of it is transparent.
+_OWN_ALPHA_MIN_TRANSPARENT = 0.01
+
+
+@dataclass(frozen=True)
+class Folders:
+    output: Path
+    processed: Path
+    failed: Path
+
+
+@dataclass
+class Rendered:
+    """What the pure part of the pipeline produced for one input."""
+
+    data: bytes
+    rel: PurePosixPath
+    backend: str
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, remover: Remover, metrics: Metrics,
+                 cpu_slots: threading.Semaphore | None = None) -> None:
+        self.remover = remover
+        self.metrics = metrics
+        self.cpu = cpu_slots or threading.BoundedSemaphore(settings.cpu_workers)
+        self.limits = validate.Limits(settings.max_file_size, settings.max_pixels,
+                                      settings.allowed_formats, settings.output_size)
+        self.output = compose_stage.Output(settings.output_size, settings.output_format,
+                                           settings.output_quality, settings.fill_ratio)
+        self.backgrounds = compose_stage.Backgrounds(settings.background_path,
+                                                     settings.output_size)
+        self.folders = Folders(settings.output_path, settings.processed_path,
+                               settings.failed_path)
+        self.tag = settings.worker_id
+
+    # -- the stages, timed ---------------------------------------------------------------------
+
+    @contextmanager
+    def _stage(self, job: Job, stage: str, slot: ContextManager[object]) -> Iterator[None]:
+        with slot:
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                elapsed = time.perf_counter() - start
+                job.durations[stage] = elapsed
+                self.metrics.stage_seconds.labels(stage).observe(elapsed)
+
+    def render(self, job: Job, source: Path) -> Rendered:
+        """Validate, remove and compose ``source``; raises RejectedImage / RemovalUnavailable."""
+        with self._stage(job, "validate", self.cpu):
+            photo = validate.decode(validate.read_input(source, self.limits.max_bytes),
+                                    self.limits)
+        rgb, own_alpha = _split_alpha(photo.image)
+        remove_slot = self.cpu if self.remover.cpu_bound else nullcontext()
+        with self._stage(job, "remove", remove_slot if own_alpha is None else nullcontext()):
+            if own_alpha is not None:
+                mask, job.backend = own_alpha, "input-alpha"
+            else:
+                mask, job.backend = self.remover.mask(rgb), self.remover.name
+        with self._stage(job, "compose", self.cpu):
+            canvas = self.backgrounds.canvas(job.rel)
+            image = compose_stage.compose(rgb, mask, canvas, self.output.fill_ratio)
+            data = compose_stage.encode(image, self.output)
+        return Rendered(data, compose_stage.output_rel(job.rel, self.output), job.backend)
+
+    def run(self, job: Job, claims: Claims) -> Job:
+        """Take a claimed job to its end: published, rejected, failed or released."""
+        assert job.claimed is not None
+        try:
+            rendered = self.render(job, job.claimed)
+            with self._stage(job, "publish", nullcontext()):
+                job.output, replaced = publish.write_atomic(self.folders.output, rendered.rel,
+                                                            rendered.data, self.tag)
+                publish.archive_original(job.claimed, self.folders.processed, job.rel)
+            if replaced:
+                logger.bind(file=str(job.rel)).warning(
+                    "thumbnail {} replaced an earlier one of the same name", rendered.rel)
+            job.status = JobStatus.DONE
+        except RejectedImage as exc:
+            self._reject(job, exc.reason, exc.stage, type(exc).__name__, exc.detail,
+                         JobStatus.REJECTED)
+        except RemovalUnavailable as exc:
+            job.reason = str(exc)
+            claims.release(job.claimed, job.rel)
+            job.status = JobStatus.RELEASED
+        except OSError as exc:
+            if exc.errno in _TRANSIENT_ERRNOS:
+                logger.bind(file=str(job.rel)).error("disk problem, the file waits: {}", exc)
+                job.reason = str(exc)
+                claims.release(job.claimed, job.rel)
+                job.status = JobStatus.RELEASED
+            else:
+                self._fail(job, exc)
+        except Exception as exc:  # the per-item boundary: log, count, keep the file, go on
+            self._fail(job, exc)
+        return job
+
+    def _fail(self, job: Job, exc: Exception) -> None:
+        logger.bind(file=str(job.rel)).exception("unexpected error processing {}", job.rel)
+        stage = next(reversed(job.durations), "validate") if job.durations else "validate"
+        self._reject(job, UNEXPECTED_REASON, stage, type(exc).__name__, str(exc), JobStatus.FAILED)
+
+    def _reject(self, job: Job, reason: str, stage: str, error: str, detail: str,
+                status: JobStatus) -> None:
+        assert job.claimed is not None
+        job.reason = reason
+        job.status = status
+        job.output = publish.reject(job.claimed, self.folders.failed, job.rel, reason=reason,
+                                    stage=stage, error=error, detail=detail)
+
+
+def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """RGB for the remover, and the file's own alpha when it already is a cut-out."""
+    if image.mode != "RGBA":
+        return image, None
+    alpha = image.getchannel("A")
+    histogram = alpha.histogram()
+    transparent = sum(histogram[:128]) / max(1, image.size[0] * image.size[1])
+    rgb = image.convert("RGB")
+    return rgb, (alpha if transparent >= _OWN_ALPHA_MIN_TRANSPARENT else None)

@@ -1,0 +1,38 @@
+"""Rescans: the source of truth when events are lost (start-up, timer, inotify overflow, shares)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from watcher.inbox import is_ignored_name
+
+
+def scan(inbox: Path, start: Path | None = None) -> Iterator[PurePosixPath]:
+    """Every candidate input under ``start`` (default: the whole inbox), inbox-relative.
+
+    Never descends into ignored folders (``_processados``, ``_falhas``, ``.thumbgen``) nor through
+    symlinked folders. Links, FIFOs and other odd files are yielded: validation rejects them with a
+    reason, which is better than ignoring them silently.
+    """
+    top = start or inbox
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            if is_ignored_name(entry.name):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                stack.append(Path(entry.path))
+                continue
+            rel = Path(entry.path).relative_to(inbox)
+            yield PurePosixPath(rel.as_posix())

@@ -1,0 +1,91 @@
+"""Publish and reject: the only code that writes thumbnails and moves finished inputs.
+
+A thumbnail is written to a hidden temp name in its final folder, fsynced, renamed over the final
+name, and the folder fsynced: a reader sees the old file or the new one, never half of one. Only
+then does the original leave the claim folder for ``_processados/``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from watcher.claim import fsync_dir, move_no_clobber
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _inside(root: Path, rel: PurePosixPath) -> Path:
+    """``root / rel``, refusing anything that would land outside ``root``."""
+    if rel.is_absolute() or any(part in ("", ".", "..") for part in rel.parts):
+        raise ValueError(f"unsafe relative path {rel!s}")
+    target = root.joinpath(*rel.parts)
+    if not os.path.abspath(target).startswith(os.path.abspath(root) + os.sep):
+        raise ValueError(f"{rel!s} escapes {root}")
+    return target
+
+
+def _make_dirs(root: Path, rel_dir: PurePosixPath) -> Path:
+    """Create ``root/rel_dir`` refusing to pass through symlinks someone planted there."""
+    current = root
+    current.mkdir(parents=True, exist_ok=True)
+    for part in rel_dir.parts:
+        current = current / part
+        try:
+            current.mkdir()
+        except FileExistsError:
+            if current.is_symlink() or not current.is_dir():
+                raise ValueError(f"{current} is not a real folder") from None
+    return current
+
+
+def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str) -> tuple[Path, bool]:
+    """Write ``data`` to ``root/rel`` atomically; returns (path, whether it replaced a file)."""
+    target = _inside(root, rel)
+    folder = _make_dirs(root, rel.parent)
+    temp = folder / f".{target.name}.{tag}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    replaced = os.path.lexists(target)
+    if target.is_symlink():
+        os.unlink(target)  # never write through a link someone put in our output
+    os.replace(temp, target)
+    fsync_dir(folder)
+    return target, replaced
+
+
+def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) -> Path:
+    """Move the original out of the claim folder into ``_processados/<rel>`` (never overwriting)."""
+    target = _inside(processed_root, rel)
+    _make_dirs(processed_root, rel.parent)
+    where = move_no_clobber(claimed, target)
+    fsync_dir(where.parent)
+    return where
+
+
+def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, stage: str,
+           error: str, detail: str) -> Path:
+    """Move the input, byte-for-byte, to ``_falhas/<rel>`` and write ``<name>.erro.txt`` beside it."""
+    _make_dirs(failed_root, rel.parent)
+    where = move_no_clobber(claimed, _inside(failed_root, rel))
+    when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    text = (f"{reason}\n\n"
+            f"file: {rel}\n"
+            f"stage: {stage}\n"
+            f"error: {error}\n"
+            f"detail: {detail}\n"
+            f"time: {when}\n")
+    note_rel = PurePosixPath(where.relative_to(failed_root).as_posix() + ".erro.txt")
+    write_atomic(failed_root, note_rel, text.encode("utf-8"), "erro")
+    return where

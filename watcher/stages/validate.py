@@ -1,0 +1,248 @@
+"""Validate: is this file a photo we may decode, and decode it safely at working scale.
+
+Never trusts the name: the file is opened without following links and without blocking (a FIFO
+named ``x.jpg`` must not hang us), must be a regular file with one link, is capped in bytes before
+it is read and in pixels before it is decoded, and its format is decided by its first bytes.
+The result is an 8-bit sRGB image, upright, no larger than needed for the output.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+
+from watcher.errors import RejectedImage
+
+# Truncated files must fail loudly, never decode grey half-images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_PIL_FORMATS = {"jpeg": ("JPEG", "MPO"), "png": ("PNG",), "webp": ("WEBP",)}
+_HUMAN = {"jpeg": "JPEG", "png": "PNG", "webp": "WebP"}
+_SRGB = ImageCms.createProfile("sRGB")
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_pixels: int
+    allowed_formats: tuple[str, ...]
+    # the working image needs at least this many pixels per side to fill the output well
+    target: tuple[int, int]
+
+
+@dataclass
+class Photo:
+    """A decoded input: ``image`` is RGB, or RGBA when the file itself carried transparency."""
+
+    data: bytes
+    format: str
+    original_size: tuple[int, int]
+    image: Image.Image
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.image.mode == "RGBA"
+
+
+def read_input(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file, refusing links, FIFOs, devices and oversize files."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise RejectedImage("The file is a link to another file, not a photo; links are "
+                                "never followed.", f"symlink: {exc}") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        _check_kind(st)
+        if st.st_size > max_bytes:
+            raise RejectedImage(
+                f"The file is too large ({_mib(st.st_size)}); the limit is {_mib(max_bytes)}.",
+                f"{st.st_size} bytes > MAX_FILE_SIZE {max_bytes}")
+        if st.st_size == 0:
+            raise RejectedImage("The file is empty (0 bytes); it may still have been uploading.",
+                                "size 0")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            if total > max_bytes:  # grew while we read it
+                raise RejectedImage(f"The file is too large; the limit is {_mib(max_bytes)}.",
+                                    f"more than {max_bytes} bytes read")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _check_kind(st: os.stat_result) -> None:
+    if stat.S_ISFIFO(st.st_mode):
+        raise RejectedImage("The file is a pipe (FIFO), not a photo.", "S_ISFIFO")
+    if not stat.S_ISREG(st.st_mode):
+        raise RejectedImage("The file is a special file (device or socket), not a photo.",
+                            f"st_mode {st.st_mode:o}")
+    if st.st_nlink > 1:
+        raise RejectedImage("The file is a hard link to another file; copy the photo into the "
+                            "folder instead.", f"st_nlink {st.st_nlink}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.1f} MB"
+
+
+def sniff(data: bytes) -> str | None:
+    """The format by content: ``jpeg``, ``png``, ``webp``, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def decode(data: bytes, limits: Limits) -> Photo:
+    """Decode ``data`` to an upright 8-bit sRGB image at working scale, or raise RejectedImage."""
+    fmt = sniff(data)
+    allowed = ", ".join(_HUMAN[f] for f in limits.allowed_formats)
+    if fmt is None:
+        raise RejectedImage(f"The file is not a photo in a supported format ({allowed}).",
+                            f"unknown signature {data[:12].hex()}")
+    if fmt not in limits.allowed_formats:
+        raise RejectedImage(f"{_HUMAN[fmt]} files are not accepted here (accepted: {allowed}).",
+                            f"format {fmt} not in ALLOWED_FORMATS")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])
+            original_size = im.size
+            _check_pixels(im, limits.max_pixels)
+            if fmt == "jpeg":
+                # let the JPEG decoder scale by 1/2, 1/4, 1/8 while decoding: far less work and memory
+                im.draft("RGB", _draft_size(im, limits.target))
+            im.load()
+            image = _normalise(im, limits.target)
+    except RejectedImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RejectedImage("The image has far too many pixels to be a product photo.",
+                            f"{type(exc).__name__}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError,
+            TypeError, KeyError, ZeroDivisionError) as exc:
+        # Pillow reports corrupt and truncated data with a zoo of exception types.
+        raise RejectedImage(_corrupt_reason(fmt, exc), f"{type(exc).__name__}: {exc}") from None
+    return Photo(data=data, format=fmt, original_size=original_size, image=image)
+
+
+def _corrupt_reason(fmt: str, exc: Exception) -> str:
+    text = str(exc).lower()
+    if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):
+        return (f"The file is not a complete {_HUMAN[fmt]} image (it may still have been "
+                "uploading).")
+    return f"The file is damaged and cannot be read as a {_HUMAN[fmt]} image."
+
+
+def _check_pixels(im: Image.Image, max_pixels: int) -> None:
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise RejectedImage("The image has no pixels.", f"size {im.size}")
+    if width * height > max_pixels:
+        raise RejectedImage(
+            f"The image is too large ({width}×{height} pixels); the limit is "
+            f"{max_pixels / 1e6:.0f} megapixels.", f"{width * height} > MAX_PIXELS {max_pixels}")
+
+
+def _draft_size(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
+    # draft keeps both sides >= the request; ask for the target's longer side on both so that a
+    # rotated (EXIF) photo still has enough pixels after it is turned upright.
+    side = max(target)
+    return (min(side, im.size[0]), min(side, im.size[1]))
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+    except Exception:  # malformed EXIF is common; an unreadable tag means "as stored"
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _normalise(im: Image.Image, target: tuple[int, int]) -> Image.Image:
+    orientation = _orientation(im)
+    icc = im.info.get("icc_profile")
+    image = _to_8bit(im)
+    image = _working_scale(image, target)
+    if icc:
+        image = _to_srgb(image, icc)
+    for method in _TRANSPOSE.get(orientation, ()):
+        image = image.transpose(method)
+    if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
+        image = image.convert("RGB")  # fully opaque alpha carries nothing
+    return image
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """RGB or RGBA, 8 bits per channel, whatever the file held."""
+    mode = im.mode
+    if mode in ("RGB", "RGBA"):
+        if mode == "RGB" and "transparency" in im.info:
+            return im.convert("RGBA")
+        return im
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: scale to 8 bits before L, or everything clips to white
+        grey = im.convert("I").point(lambda v: v / 256).convert("L")
+        if "transparency" in im.info:
+            alpha = im.convert("I").point(lambda v: 0 if v == im.info["transparency"] else 255)
+            return Image.merge("RGBA", (grey, grey, grey, alpha.convert("L")))
+        return grey.convert("RGB")
+    if mode in ("P", "PA", "LA", "La", "RGBa", "1", "L") and (
+            "transparency" in im.info or "A" in mode or "a" in mode):
+        return im.convert("RGBA")
+    if mode == "CMYK":
+        return im.convert("RGB") if not im.info.get("icc_profile") else im
+    return im.convert("RGB")
+
+
+def _working_scale(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Shrink very large images (PNG and WebP have no draft) to twice the output size at most."""
+    limit = 2 * max(target)
+    if max(image.size) <= limit:
+        return image
+    factor = max(image.size) // limit
+    if factor >= 2:
+        image = image.reduce(factor)  # fast integer box reduction
+    if max(image.size) > limit:
+        scale = limit / max(image.size)
+        size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return image
+
+
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """Convert from the embedded profile to sRGB; a broken profile is ignored, not fatal."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        if image.mode not in ("RGB", "RGBA", "CMYK", "L"):
+            image = image.convert("RGB")
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+        return converted if converted is not None else image
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image.convert("RGBA" if image.mode == "RGBA" else "RGB")
