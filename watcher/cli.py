@@ -51,6 +51,10 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     metrics = Metrics()
     remover = build_remover(settings, metrics)
     app = App(settings, remover, metrics)
+    if settings.scheduler_enabled:  # off where a Kubernetes CronJob runs backup and cleanup
+        from watcher.scheduler import Scheduler
+
+        Scheduler(settings, metrics).attach(app)
     app.install_signal_handlers()
     logger.info("thumbgen {} starting (worker {}), configuration: {}", __version__,
                 settings.worker_id, settings.masked())
@@ -133,6 +137,83 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+# -- backups and cleanup (watcher/backup.py, restore.py, cleanup.py) -----------------------------
+
+def _component(text: str) -> str:
+    from watcher.backup import COMPONENTS
+
+    if text not in COMPONENTS:
+        raise argparse.ArgumentTypeError(f"unknown component {text!r} (one of "
+                                         f"{', '.join(COMPONENTS)})")
+    return text
+
+
+def cmd_backup(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import backup, restore
+
+    try:
+        if args.verify:
+            set_id, problems = restore.verify_set(settings, args.verify, args.components)
+            for name, found in problems.items():
+                print(f"{backup.archive_name(name, set_id)}: {'FAILED' if found else 'OK'}")
+                print("".join(f"  {problem}\n" for problem in found), end="")
+            return EXIT_FAILED if any(problems.values()) else EXIT_OK
+        report = backup.run_backup(settings, Metrics(), args.components)
+    except (LookupError, backup.BackupBusy) as exc:
+        print(f"thumbgen: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for archive in report.archives:
+        print(f"{archive.archive}  {archive.files} file(s)  {archive.size} bytes"
+              f"  {archive.skipped} left out")
+    for name, why in report.failed.items():
+        print(f"{name}: FAILED: {why}", file=sys.stderr)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_backups(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import backup
+
+    sets = backup.list_sets(settings.backup_path)
+    print(f"{'ID':<16} {'SIZE':>10}  {'STATE':<10} {'VERIFIED':<9} COMPONENTS")
+    for found in sets:
+        states = [a.verified for a in found.archives.values()]
+        verified = ("FAILED" if "failed" in states else "yes" if all(states) else
+                    f"{states.count('ok')}/{len(states)}" if any(states) else "no")
+        parts = [name + ("" if a.complete else "(incomplete)") for name, a in found.archives.items()]
+        print(f"{found.set_id:<16} {found.size:>10}  "
+              f"{'complete' if found.complete else 'partial':<10} {verified:<9} {' '.join(parts)}")
+    print(f"{len(sets)} backup set(s) in {settings.backup_path}")
+    return EXIT_OK
+
+
+def cmd_restore(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import restore
+
+    try:
+        set_id, reports = restore.restore_set(settings, args.id, args.components,
+                                              to=args.to.resolve() if args.to else None,
+                                              force=args.force)
+    except LookupError as exc:
+        print(f"thumbgen: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for name, report in reports.items():
+        print(f"{name} ({set_id}): {len(report.restored)} restored, {len(report.unchanged)} "
+              f"already there, {len(report.refused)} refused")
+        print("".join(f"  refused {path}: {why}\n" for path, why in report.refused), end="")
+    return EXIT_FAILED if any(r.refused for r in reports.values()) else EXIT_OK
+
+
+def cmd_cleanup(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import cleanup
+
+    removals = cleanup.run(settings, Metrics(), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for removal in removals:
+        print(f"{verb} {removal.kind:<9} {removal.age / 86400:7.1f} d  {removal.path}")
+    print(f"{len(removals)} file(s) {verb}")
+    return EXIT_OK
+
+
 # -- argument parsing ----------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[config.Settings, argparse.Namespace], int]] = {
@@ -140,6 +221,10 @@ COMMANDS: dict[str, Callable[[config.Settings, argparse.Namespace], int]] = {
     "config": cmd_config,
     "models": cmd_models,
     "process": cmd_process,
+    "backup": cmd_backup,
+    "backups": cmd_backups,
+    "restore": cmd_restore,
+    "cleanup": cmd_cleanup,
 }
 
 
@@ -156,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     process = sub.add_parser("process", help="make thumbnails of files or folders, once")
     process.add_argument("paths", nargs="+", metavar="PATH")
     process.add_argument("--out", type=Path, help="output folder (default: OUTPUT_PATH)")
+    backup = sub.add_parser("backup", help="write a backup set now, or --verify one")
+    backup.add_argument("components", nargs="*", type=_component, metavar="COMPONENT",
+                        help="produtos, backgrounds, thumbnails, config, logs (default: all)")
+    backup.add_argument("--verify", metavar="ID", help="check the archives of set ID "
+                        "against their manifests instead")
+    sub.add_parser("backups", help="list backup sets")
+    restore = sub.add_parser("restore", help="restore a backup set (ID or 'latest')")
+    restore.add_argument("id", metavar="ID")
+    restore.add_argument("components", nargs="*", type=_component, metavar="COMPONENT")
+    restore.add_argument("--to", type=Path, metavar="DIR",
+                         help="restore into DIR/<component> instead of the live folders")
+    restore.add_argument("--force", action="store_true", help="replace existing files")
+    cleanup = sub.add_parser("cleanup", help="remove what has passed its retention")
+    cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     return parser
 
 

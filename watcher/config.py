@@ -125,8 +125,9 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _cron(raw: Any) -> str:
     text = " ".join(_parse_str(raw).split())
     parts = text.split(" ")
-    if len(parts) != 5 or not all(_CRON_FIELD.match(part) for part in parts):
-        raise ValueError("expected a cron expression of five fields, such as '0 3 * * *'")
+    if len(parts) not in (5, 6) or not all(_CRON_FIELD.match(part) for part in parts):
+        raise ValueError("expected a cron expression of five fields, such as '0 3 * * *' "
+                         "(or six, seconds first: '*/10 * * * * *')")
     return text
 
 

@@ -53,6 +53,9 @@ class Metrics:
         self.cleanup_removed = Counter("thumbgen_cleanup_removed",
                                        "Files removed by retention cleanup, by kind.", ["kind"],
                                        registry=r)
+        self.scheduled_jobs = Counter("thumbgen_scheduled_jobs",
+                                      "Scheduled job runs (backup, cleanup), by outcome.",
+                                      ["job", "outcome"], registry=r)
         self.rescans = Counter("thumbgen_rescans", "Full inbox rescans, by reason.", ["reason"],
                                registry=r)
         self.observer_restarts = Counter("thumbgen_observer_restarts",
