@@ -1,0 +1,286 @@
+"""Remote background removal by a Gradio app (a Hugging Face Space or any URL), one attempt a call.
+
+How the client really behaves (see NOTES.md): ``predict()`` has no timeout, so every call is
+``submit()`` + ``result(timeout)``, and a call that runs out of time is cancelled, which frees its
+place in the server's queue. Downloads by the client would leak folders into ``/tmp``, so the
+client only reports where the result is, and we stream it into the daemon's own temp folder.
+Every failure is turned into the ``remote`` contract's exceptions: what to do next is decided by
+``resilient.RemoteRemover``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Telemetry off, before gradio_client and huggingface_hub read these at import time
+# (the client's ``analytics_enabled=False`` argument alone does not stop it).
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import concurrent.futures  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import urllib.parse  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import utils as gradio_utils  # noqa: E402
+from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from watcher.config import Settings  # noqa: E402
+from watcher.metrics import Metrics  # noqa: E402
+from watcher.stages.removal.breaker import CircuitBreaker  # noqa: E402
+from watcher.stages.removal.cache import MaskCache  # noqa: E402
+from watcher.stages.removal.local import LocalRemover  # noqa: E402
+from watcher.stages.removal.pacing import Backoff, RateLimit  # noqa: E402
+from watcher.stages.removal.remote import RefusedInput, RemoteError, TransientError  # noqa: E402
+from watcher.stages.removal.resilient import RemoteRemover  # noqa: E402
+
+_CONNECT_SECONDS = 10.0
+# The client keeps one event stream open for all calls; the server heartbeats it every 15 s.
+_STREAM_READ_SECONDS = 60.0
+_MAX_RESULT_BYTES = 64 * 1024**2
+_UPLOAD_QUALITY = 95  # JPEG, 4:4:4: a few ms to encode, and no visible loss for a mask
+_ASPECT_TOLERANCE = 0.01
+_LOCAL_HOSTS = "127.0.0.1,localhost,::1"
+BREAKER_THRESHOLD = 5  # failed attempts in a row
+BREAKER_MAX_FIRST_COOLDOWN = 30.0
+
+
+class GradioBackend:
+    """One Gradio endpoint that turns a photo into a transparent PNG.
+
+    ``src`` is a URL or a Space id (``owner/name``); ``api_name`` the endpoint (``/png`` on
+    ``not-lain/background-removal``). The result may be a file path, a file dict with ``url``,
+    or a pair whose first element is the cut-out. One ``Client`` serves every thread: it is built
+    on first use, and built again only if building failed (a built client survives a restart of
+    the server). Temp files (upload and download) live in ``temp_dir`` and are gone when the call
+    returns.
+    """
+
+    name = "gradio"
+
+    def __init__(self, src: str, api_name: str = "/png", token: str = "", timeout: float = 60.0,
+                 temp_dir: Path | None = None, max_workers: int = 40) -> None:
+        self.src = src
+        self.api_name = api_name if api_name.startswith("/") else f"/{api_name}"
+        self.endpoint = f"{src}{self.api_name}"
+        self.timeout = timeout
+        self.temp_dir = Path(temp_dir) if temp_dir else Path(tempfile.gettempdir())
+        self._token = token
+        self._max_workers = max_workers
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+        self._http: httpx.Client | None = None
+        _bypass_proxy_for_local_hosts()
+
+    # -- one call ------------------------------------------------------------------------------
+
+    def cutout(self, image: Image.Image) -> Image.Image:
+        """An ``L`` mask of ``image.size`` from the remote cut-out. Raises ``RemoteError``s."""
+        client = self._get_client()
+        with self._temp_file(".jpg") as upload:
+            image.convert("RGB").save(upload, format="JPEG", quality=_UPLOAD_QUALITY,
+                                      subsampling=0)
+            result = self._run(client, upload)
+        with self._temp_file(".png") as download:
+            self._download(client, _file_url(client, result), download)
+            return _read_mask(download, image.size)
+
+    def _run(self, client: Client, upload: Path) -> Any:
+        try:
+            job = client.submit(handle_file(str(upload)), api_name=self.api_name)
+        except ValueError as exc:  # unknown endpoint, wrong parameters: a configuration error
+            raise RemoteError("config", f"{self.endpoint}: {exc}") from exc
+        try:
+            return job.result(timeout=self.timeout)
+        except TimeoutError:
+            job.cancel()  # frees the server's queue slot; result() must not be called again
+            raise TransientError("timeout", f"no answer within {self.timeout:g} s") from None
+        except Exception as exc:  # the client raises many, undocumented types: sort them here
+            raise _classify(exc) from exc
+
+    def _download(self, client: Client, url: str, dest: Path) -> None:
+        try:
+            with self._get_http().stream("GET", url, headers=client.headers,
+                                         cookies=client.cookies) as response:
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise TransientError("server_error",
+                                         f"result download answered {response.status_code}")
+                if response.status_code != 200:
+                    raise RemoteError("bad_result",
+                                      f"result download answered {response.status_code}")
+                size = 0
+                with open(dest, "wb") as fh:
+                    for chunk in response.iter_bytes(256 * 1024):
+                        size += len(chunk)
+                        if size > _MAX_RESULT_BYTES:
+                            raise RemoteError("bad_result", "the result is larger than "
+                                              f"{_MAX_RESULT_BYTES // 1024**2} MiB")
+                        fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise TransientError("unreachable", f"result download failed: {exc!r}") from exc
+
+    # -- resources -----------------------------------------------------------------------------
+
+    def _get_client(self) -> Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = self._build_client()
+            return self._client
+
+    def _build_client(self) -> Client:
+        try:
+            return Client(
+                self.src,
+                # False, not None: never send a locally saved Hugging Face token to this server
+                token=self._token or False,  # type: ignore[arg-type]
+                verbose=False,
+                download_files=False,
+                analytics_enabled=False,
+                max_workers=self._max_workers,
+                httpx_kwargs={"timeout": httpx.Timeout(max(_STREAM_READ_SECONDS, self.timeout),
+                                                       connect=_CONNECT_SECONDS)},
+            )
+        except httpx.HTTPError as exc:
+            raise TransientError("unreachable", f"cannot reach {self.src}: {exc!r}") from exc
+        except Exception as exc:  # a Space that is building, paused, private or unknown
+            raise TransientError("unreachable", f"cannot load {self.src}: {exc}") from exc
+
+    def _get_http(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(
+                    timeout=httpx.Timeout(self.timeout, connect=_CONNECT_SECONDS),
+                    follow_redirects=True)
+            return self._http
+
+    @contextmanager
+    def _temp_file(self, suffix: str) -> Iterator[Path]:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="gradio-", suffix=suffix, dir=self.temp_dir)
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            http, self._http = self._http, None
+        if client is not None:
+            client.close()
+        if http is not None:
+            http.close()
+
+
+def _classify(exc: Exception) -> RemoteError:
+    """The client's exception → what the remote contract says should happen next."""
+    if isinstance(exc, (AppError, ValidationError)):
+        return RefusedInput(str(exc) or type(exc).__name__)
+    if isinstance(exc, concurrent.futures.CancelledError):
+        return TransientError("interrupted", "the server went away during the call")
+    if isinstance(exc, gradio_utils.QueueError):
+        return TransientError("queue_full", "the server's queue is full")
+    if isinstance(exc, gradio_utils.TooManyRequestsError):
+        return TransientError("rate_limited", "the server asks for fewer requests (429)")
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        if code == 429:
+            return TransientError("rate_limited", "the server asks for fewer requests (429)")
+        if code >= 500:
+            return TransientError("server_error", f"the server answered {code}")
+        return RemoteError("http_error", f"the server answered {code}: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError("timeout", f"network timeout: {exc!r}")
+    if isinstance(exc, httpx.HTTPError):
+        return TransientError("unreachable", f"network error: {exc!r}")
+    if "429" in str(exc):  # a private Space's quota error arrives as a bare ValueError
+        return TransientError("rate_limited", str(exc))
+    return RemoteError("error", f"{type(exc).__name__}: {exc}")
+
+
+def _file_url(client: Client, result: Any) -> str:
+    """Where the cut-out is: a pair gives its first element; a file dict its ``url``."""
+    while isinstance(result, (tuple, list)) and result:
+        result = result[0]
+    if isinstance(result, dict):
+        url = result.get("url") or ""
+        path = result.get("path") or ""
+    elif isinstance(result, str):
+        url, path = (result, "") if result.startswith(("http://", "https://")) else ("", result)
+    else:
+        raise RemoteError("bad_result", f"unexpected result {type(result).__name__}")
+    if url:
+        return url
+    if path:  # a file on the server: served under the API prefix
+        return urllib.parse.urljoin(client.src_prefixed, f"file={path}")
+    raise RemoteError("bad_result", f"the result names no file: {result!r}")
+
+
+def _read_mask(path: Path, size: tuple[int, int]) -> Image.Image:
+    """The alpha of the returned image, checked and scaled to ``size``."""
+    width, height = size
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > 4 * width * height + 1_000_000:
+                raise RemoteError("bad_result", f"the result is {im.width}×{im.height}, far "
+                                  f"larger than the {width}×{height} photo")
+            im.load()
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+            if not has_alpha:
+                raise RemoteError("bad_result", f"the result has no transparency ({im.mode})")
+            alpha = im.convert("RGBA").getchannel("A")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        raise RemoteError("bad_result", f"the result is not a readable image: {exc}") from exc
+    expected_height = alpha.width * height / width
+    if abs(alpha.height - expected_height) > max(1.0, _ASPECT_TOLERANCE * expected_height):
+        raise RemoteError("bad_result", f"the result is {alpha.width}×{alpha.height}, not the "
+                          f"shape of the {width}×{height} photo")
+    if alpha.size != size:
+        alpha = alpha.resize(size, Image.Resampling.BILINEAR)
+    return alpha
+
+
+def _bypass_proxy_for_local_hosts() -> None:
+    """A proxy in the environment must not intercept a Gradio app on this machine."""
+    if not any(os.environ.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                                          "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    current = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+    merged = ",".join(filter(None, [current, _LOCAL_HOSTS]))
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = merged
+
+
+def build(settings: Settings, metrics: Metrics,
+          cpu_slots: threading.Semaphore | None = None) -> RemoteRemover:
+    """The Gradio remover as the settings describe it; ``cpu_slots`` is the pipeline's CPU
+    semaphore, taken by the local fallback."""
+    state = settings.state_path
+    remote = GradioBackend(settings.gradio_api_url, settings.gradio_api_name,
+                           settings.gradio_token, settings.gradio_timeout, temp_dir=state / "tmp",
+                           max_workers=max(40, 2 * settings.max_concurrent_requests))
+    # Waiting files come back once per rescan, so probing a failed remote more often than that
+    # gains nothing; capped so that the remote is back within half a minute however rare rescans.
+    cooldown = min(BREAKER_MAX_FIRST_COOLDOWN, max(1.0, settings.rescan_interval))
+    return RemoteRemover(
+        remote, metrics,
+        max_in_flight=settings.max_concurrent_requests,
+        backoff=Backoff(attempts=settings.gradio_retry_attempts),
+        breaker=CircuitBreaker(threshold=BREAKER_THRESHOLD, cooldown=cooldown),
+        rate_limit=RateLimit(settings.rate_limit_per_minute),
+        cache=MaskCache(state / "cache", settings.cache_ttl) if settings.cache_enabled else None,
+        fallback=LocalRemover(settings.model_path) if settings.gradio_fallback_enabled else None,
+        cpu_slots=cpu_slots,
+    )
