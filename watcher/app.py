@@ -46,7 +46,8 @@ class Flags:
 
 
 class App:
-    def __init__(self, settings: Settings, remover: Remover, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, remover: Remover, metrics: Metrics,
+                 cpu_slots: threading.Semaphore | None = None) -> None:
         self.settings = settings
         self.remover = remover
         self.metrics = metrics
@@ -54,7 +55,8 @@ class App:
         inbox = settings.upload_path
         self.claims = Claims(inbox, settings.state_path, settings.worker_id)
         self.settler = Settler(inbox, settings.settle_seconds)
-        cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)
+        # shared with the remover when it was given the same one (a remote's local fallback)
+        cpu_slots = cpu_slots or threading.BoundedSemaphore(settings.cpu_workers)
         self.pipeline = Pipeline(settings, remover, metrics, cpu_slots)
         threads = settings.cpu_workers + (settings.max_concurrent_requests
                                           if not remover.cpu_bound else 0)

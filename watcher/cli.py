@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
@@ -26,21 +27,32 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 # -- backends ------------------------------------------------------------------------------------
 
-def _local(settings: config.Settings, metrics: Metrics) -> Remover:
+def _local(settings: config.Settings, metrics: Metrics,
+           cpu_slots: threading.Semaphore) -> Remover:
     from watcher.stages.removal.local import LocalRemover
 
     return LocalRemover(settings.model_path, threads=1)
 
 
-# short name → factory; REMOVAL_BACKEND picks one (auto: gradio when GRADIO_API_URL is set)
-BACKENDS: dict[str, Callable[[config.Settings, Metrics], Remover]] = {"local": _local}
+def _gradio(settings: config.Settings, metrics: Metrics,
+            cpu_slots: threading.Semaphore) -> Remover:
+    from watcher.stages.removal import gradio
+
+    return gradio.build(settings, metrics, cpu_slots)
 
 
-def build_remover(settings: config.Settings, metrics: Metrics) -> Remover:
+# short name → factory; REMOVAL_BACKEND picks one (auto: gradio when GRADIO_API_URL is set).
+# A factory gets the pipeline's CPU semaphore: a remote backend's local fallback must take a slot.
+BACKENDS: dict[str, Callable[[config.Settings, Metrics, threading.Semaphore], Remover]] = {
+    "local": _local, "gradio": _gradio}
+
+
+def build_remover(settings: config.Settings, metrics: Metrics,
+                  cpu_slots: threading.Semaphore) -> Remover:
     kind = settings.removal_kind
     if kind not in BACKENDS:
         raise ConfigError("REMOVAL_BACKEND", kind, "this backend is not available in this build")
-    return BACKENDS[kind](settings, metrics)
+    return BACKENDS[kind](settings, metrics, cpu_slots)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -49,8 +61,9 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher.app import App
 
     metrics = Metrics()
-    remover = build_remover(settings, metrics)
-    app = App(settings, remover, metrics)
+    cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)  # shared by App and remover
+    remover = build_remover(settings, metrics, cpu_slots)
+    app = App(settings, remover, metrics, cpu_slots)
     if settings.scheduler_enabled:  # off where a Kubernetes CronJob runs backup and cleanup
         from watcher.scheduler import Scheduler
 
@@ -109,7 +122,8 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
 
     out = (args.out or settings.output_path).resolve()
     metrics = Metrics()
-    pipeline = Pipeline(settings, build_remover(settings, metrics), metrics)
+    cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)
+    pipeline = Pipeline(settings, build_remover(settings, metrics, cpu_slots), metrics, cpu_slots)
     items = _inputs([Path(p) for p in args.paths])
     failed = 0
 
