@@ -61,6 +61,19 @@ class Metrics:
         self.observer_restarts = Counter("thumbgen_observer_restarts",
                                          "Times the filesystem observer died and was restarted.",
                                          registry=r)
+        # Read when Prometheus scrapes (Gauge.set_function), wired by health.Health.export.
+        self.dependency_up = Gauge("thumbgen_dependency_up",
+                                   "1 when a dependency can serve (remote reachable, local model "
+                                   "present), 0 when it cannot.", ["dependency"], registry=r)
+        self.breaker_open = Gauge("thumbgen_remote_breaker_open",
+                                  "1 while the circuit breaker in front of the remote remover is "
+                                  "open.", ["backend"], registry=r)
+        self.storage_free = Gauge("thumbgen_storage_free_bytes",
+                                  "Free bytes on the filesystem of each data folder.", ["folder"],
+                                  registry=r)
+        self.storage_size = Gauge("thumbgen_storage_size_bytes",
+                                  "Size of the filesystem of each data folder.", ["folder"],
+                                  registry=r)
         self.build_info = Info("thumbgen_build", "Version of thumbgen.", registry=r)
         self.build_info.info({"version": __version__})
         for outcome in OUTCOMES:
