@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from watcher import models
+from watcher import config, models
+
+if TYPE_CHECKING:
+    from tests.gradio_app import GradioServer
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -25,3 +33,60 @@ def model_path() -> Path:
 def data_dir() -> Path:
     """``tests/data``: real files, each listed with its source and licence in SOURCES.md."""
     return DATA_DIR
+
+
+@pytest.fixture
+def thumbgen_env(tmp_path: Path) -> dict[str, str]:
+    """``THUMBGEN_*`` variables for a thumbgen tree at ``tmp_path/base``.
+
+    An empty config file, so neither the caller's environment nor a ``config/thumbgen.toml`` in
+    the working directory changes what the tests see.
+    """
+    base = tmp_path / "base"
+    base.mkdir(exist_ok=True)
+    empty = tmp_path / "empty.toml"
+    empty.touch()
+    return {"THUMBGEN_CONFIG": str(empty), "THUMBGEN_BASE_PATH": str(base),
+            "THUMBGEN_WORKER_ID": "test-worker"}
+
+
+@pytest.fixture
+def make_settings(thumbgen_env: dict[str, str]) -> Callable[..., config.Settings]:
+    """Settings for the tree of ``thumbgen_env``: ``make_settings(SETTLE_SECONDS=0)``."""
+    def make(**overrides: object) -> config.Settings:
+        env = {**thumbgen_env, **{f"THUMBGEN_{k}": str(v) for k, v in overrides.items()}}
+        return config.load(env=env)
+    return make
+
+
+@pytest.fixture
+def run_thumbgen(thumbgen_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the ``thumbgen`` console script on the tree of ``thumbgen_env``, as a user would."""
+    script = str(Path(sys.executable).with_name("thumbgen"))
+
+    def run(*args: str, **overrides: object) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
+        env.update(thumbgen_env)
+        env.update({f"THUMBGEN_{k}": str(v) for k, v in overrides.items()})
+        return subprocess.run([script, *args], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def gradio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioServer]:
+    """A real Gradio server mirroring the background-removal Space (``tests/gradio_app.py``),
+    started once per session: 4 calls at once, 2 more may wait in its queue."""
+    from tests.gradio_app import GradioServer
+
+    server = GradioServer(tmp_path_factory.mktemp("gradio"), concurrency=4, max_size=2).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def remote(gradio_server: GradioServer) -> Iterator[GradioServer]:
+    """The shared Gradio server with no hooks and fresh counters; hung calls released after."""
+    gradio_server.reset()
+    yield gradio_server
+    gradio_server.reset()
