@@ -261,9 +261,17 @@ def restore_archive(archive: Path, target: Path, *, force: bool = False,
     report = RestoreReport()
     target.mkdir(parents=True, exist_ok=True)
     root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    links: set[PurePosixPath] = set()  # names of link members: nothing is restored beneath them
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
+                path = PurePosixPath(member.name)
+                if member.issym() or member.islnk():
+                    links.add(path)
+                through = next((p for p in links if p in path.parents), None)
+                if through is not None:
+                    report.refuse(member.name, f"inside link member {str(through)!r}")
+                    continue
                 _restore_member(tar, member, root_fd, target, force, entries, report)
     except (OSError, tarfile.TarError, EOFError) as exc:
         report.refuse(archive.name, f"unreadable archive: {exc}")
