@@ -7,11 +7,13 @@ configuration exits with code 2 and a message naming the key and the value.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -21,6 +23,10 @@ from watcher.errors import ConfigError, ModelError, ThumbgenError
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.stages.removal.base import Remover
+
+if TYPE_CHECKING:
+    from watcher import http
+    from watcher.app import App
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -68,10 +74,50 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
         from watcher.scheduler import Scheduler
 
         Scheduler(settings, metrics).attach(app)
+    server = _operations(settings, app)
     app.install_signal_handlers()
     logger.info("thumbgen {} starting (worker {}), configuration: {}", __version__,
                 settings.worker_id, settings.masked())
-    return app.run()
+    try:
+        return app.run()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _operations(settings: config.Settings, app: App) -> http.Server | None:
+    """Health checks, systemd notifications and the HTTP server, all hooked onto ``app``."""
+    from watcher import http
+    from watcher.health import Health
+    from watcher.systemd import Notifier
+
+    health = Health(app, secrets=[settings.gradio_token])
+    health.attach()
+    Notifier(health.live).attach(app)
+    return http.serve(settings, health, app.metrics)
+
+
+def cmd_health(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import http
+
+    report = http.fetch_health(args.url or http.daemon_url(settings), timeout=args.timeout)
+    if report.document is not None:
+        print(json.dumps(report.document, indent=2))
+    else:
+        print(f"thumbgen: {report.error}", file=sys.stderr)
+    return report.code
+
+
+def cmd_diagnose(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import diagnose
+
+    findings = diagnose.run(settings)
+    for finding in findings:
+        print(finding.line())
+    failed = sum(f.level == diagnose.FAIL for f in findings)
+    warned = sum(f.level == diagnose.WARN for f in findings)
+    print(f"{failed} failure(s), {warned} warning(s)")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_config(settings: config.Settings, args: argparse.Namespace) -> int:
@@ -239,6 +285,8 @@ COMMANDS: dict[str, Callable[[config.Settings, argparse.Namespace], int]] = {
     "backups": cmd_backups,
     "restore": cmd_restore,
     "cleanup": cmd_cleanup,
+    "health": cmd_health,
+    "diagnose": cmd_diagnose,
 }
 
 
@@ -269,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--force", action="store_true", help="replace existing files")
     cleanup = sub.add_parser("cleanup", help="remove what has passed its retention")
     cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    health = sub.add_parser("health", help="the running daemon's /health; exit 0 healthy, "
+                            "1 degraded, 2 unhealthy or unreachable")
+    health.add_argument("--url", help="the daemon's base URL (default: HTTP_HOST:HTTP_PORT, or "
+                        "the address file when HTTP_PORT is 0)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    sub.add_parser("diagnose", help="check folders, permissions, disk, inotify, config, remote "
+                   "and model; exit 1 if anything fails")
     return parser
 
 
@@ -279,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"thumbgen: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    quiet = args.command in ("config",)
+    quiet = args.command in ("config", "health", "diagnose")
     log_setup.setup(settings.log_level if not quiet else "WARNING",
                     settings.log_path if args.command == "run" else None,
                     secrets=[settings.gradio_token])

@@ -1,0 +1,302 @@
+"""The operations HTTP server (/health, /livez, /readyz, /metrics) and its client.
+
+A standard-library ``ThreadingHTTPServer`` in a daemon thread. It is bounded: at most
+``max_concurrent`` requests are served at once and the accepting thread answers any more with an
+immediate 503; every connection has a socket timeout, so a slow or silent client holds a slot for
+seconds, not forever. Handlers only read the daemon's state, so the pipeline never waits on them.
+
+With ``HTTP_PORT=0`` the kernel picks the port. The bound address is logged ("HTTP server on
+http://…") and written to ``produtos/.thumbgen/http.json`` (``{"url", "host", "port", "pid",
+"worker_id"}``), which ``thumbgen health`` reads when ``HTTP_PORT`` is 0. Several daemons with
+``HTTP_PORT=0`` on one share overwrite each other's file: give each a port, or pass ``--url``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from loguru import logger
+from prometheus_client.exposition import choose_encoder
+
+from watcher import __version__
+from watcher.config import Settings
+from watcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from watcher.health import Health
+    from watcher.metrics import Metrics
+
+ADDRESS_FILE = "http.json"
+MAX_CONCURRENT = 8
+SOCKET_TIMEOUT = 5.0
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNHEALTHY = 0, 1, 2
+_EXIT_BY_STATUS = {"healthy": EXIT_HEALTHY, "degraded": EXIT_DEGRADED}
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+# A route gets the request headers and answers.
+Route = Callable[[Mapping[str, str]], Response]
+
+
+def _json(status: int, doc: Any) -> Response:
+    return Response(status, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+
+
+def routes(health: Health | None, metrics: Metrics | None) -> dict[str, Route]:
+    """The endpoints switched on: health ones when ``health`` is given, /metrics with ``metrics``."""
+    table: dict[str, Route] = {}
+    if health is not None:
+        def health_doc(headers: Mapping[str, str]) -> Response:
+            doc = health.document()
+            return _json(503 if doc["status"] == "unhealthy" else 200, doc)
+
+        def probe(check: Callable[[], Any], key: str) -> Route:
+            def answer(headers: Mapping[str, str]) -> Response:
+                verdict = check()
+                return _json(200 if verdict.ok else 503,
+                             {key: verdict.ok, "problems": verdict.problems})
+            return answer
+
+        table.update({"/health": health_doc, "/livez": probe(health.live, "live"),
+                      "/readyz": probe(health.ready, "ready")})
+    if metrics is not None:
+        registry = metrics.registry
+
+        def scrape(headers: Mapping[str, str]) -> Response:
+            encoder, content_type = choose_encoder(headers.get("Accept", ""))
+            return Response(200, encoder(registry), content_type)
+
+        table["/metrics"] = scrape
+    return table
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: OpsServer
+    server_version = f"thumbgen/{__version__}"
+    sys_version = ""
+
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # read and write deadline of this connection
+        super().setup()
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        path = urlsplit(self.path).path
+        route = self.server.table.get(path)
+        if route is None:
+            response = Response(404, b"not found\n", "text/plain")
+        else:
+            try:
+                response = route(self.headers)
+            except Exception:  # one request's bug never takes the server down
+                logger.exception("HTTP {} failed", path)
+                response = Response(500, b"internal error\n", "text/plain")
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        logger.debug("http {} {}", self.address_string(), format % args)
+
+
+class OpsServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent requests and a per-connection timeout."""
+
+    daemon_threads = True
+    request_queue_size = 32
+
+    def __init__(self, address: tuple[str, int], table: dict[str, Route],
+                 max_concurrent: int = MAX_CONCURRENT, socket_timeout: float = SOCKET_TIMEOUT
+                 ) -> None:
+        self.table = table
+        self.socket_timeout = socket_timeout
+        self.slots = threading.BoundedSemaphore(max_concurrent)
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the handler thread
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.settimeout(1.0)
+            request.sendall(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
+class Server:
+    """The server in its own daemon thread; ``url`` is known once ``start()`` has bound."""
+
+    def __init__(self, host: str, port: int, table: dict[str, Route],
+                 max_concurrent: int = MAX_CONCURRENT, socket_timeout: float = SOCKET_TIMEOUT
+                 ) -> None:
+        self.host = host
+        self.port = port
+        self.table = table
+        self.max_concurrent = max_concurrent
+        self.socket_timeout = socket_timeout
+        self.address_file: Path | None = None
+        self._httpd: OpsServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        try:
+            self._httpd = OpsServer((self.host, self.port), self.table, self.max_concurrent,
+                                    self.socket_timeout)
+        except OSError as exc:
+            raise ConfigError("HTTP_PORT", f"{self.host}:{self.port}",
+                              f"cannot listen there: {exc.strerror or exc}") from None
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
+            "poll_interval": 0.2}, name="http", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{_connect_host(self.host)}:{self.port}"
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self.address_file is not None:
+            remove_address(self.address_file)
+
+
+def _connect_host(host: str) -> str:
+    """Where a local client reaches a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def serve(settings: Settings, health: Health | None, metrics: Metrics | None) -> Server | None:
+    """Start the server with the endpoints the settings switch on; None when all are off."""
+    table = routes(health if settings.health_check_enabled else None,
+                   metrics if settings.metrics_enabled else None)
+    if not table:
+        logger.info("HTTP server off (HEALTH_CHECK_ENABLED and METRICS_ENABLED are false)")
+        return None
+    server = Server(settings.http_host, settings.http_port, table)
+    server.start()
+    try:
+        server.address_file = write_address(settings.state_path, server, settings.worker_id)
+    except OSError as exc:  # only `thumbgen health` with HTTP_PORT=0 needs it
+        logger.warning("cannot write {}: {}", settings.state_path / ADDRESS_FILE, exc)
+    logger.info("HTTP server on {} ({})", server.url, " ".join(sorted(table)))
+    return server
+
+
+# -- the address file ------------------------------------------------------------------------------
+
+def write_address(state: Path, server: Server, worker_id: str) -> Path:
+    state.mkdir(parents=True, exist_ok=True)
+    doc = {"url": server.url, "host": server.host, "port": server.port, "pid": os.getpid(),
+           "worker_id": worker_id}
+    tmp = state / f".{ADDRESS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(doc) + "\n")
+    os.replace(tmp, state / ADDRESS_FILE)
+    return state / ADDRESS_FILE
+
+
+def remove_address(path: Path) -> None:
+    """Remove the address file if it is still ours (another daemon may have replaced it)."""
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def daemon_url(settings: Settings) -> str:
+    """The running daemon's base URL: from the settings, or the address file when the port is 0."""
+    if settings.http_port:
+        return f"http://{_connect_host(settings.http_host)}:{settings.http_port}"
+    path = settings.state_path / ADDRESS_FILE
+    try:
+        return str(json.loads(path.read_text())["url"])
+    except (OSError, ValueError, KeyError):
+        raise ConfigError("HTTP_PORT", 0, f"the port is chosen at start and {path} does not "
+                          "name it: is the daemon running? (or pass --url)") from None
+
+
+# -- the client: `thumbgen health` -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HealthReport:
+    code: int  # 0 healthy, 1 degraded, 2 unhealthy or unreachable
+    document: dict[str, Any] | None
+    error: str = ""
+
+
+def fetch_health(url: str, timeout: float = 5.0) -> HealthReport:
+    """GET ``url``/health; unreachable, not JSON or unhealthy all give exit code 2."""
+    target = url.rstrip("/") + "/health"
+    # no proxies: the daemon is local, and an http_proxy variable must not reroute the check
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(target, timeout=timeout) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:  # 503 still carries the document
+        body = exc.read()
+        if exc.code == 404:
+            return HealthReport(EXIT_UNHEALTHY, None, f"{target}: 404 (is HEALTH_CHECK_ENABLED "
+                                "false?)")
+    except (OSError, ValueError) as exc:
+        return HealthReport(EXIT_UNHEALTHY, None, f"{target} unreachable: {exc}")
+    try:
+        doc = json.loads(body)
+        status = doc["status"]
+    except (ValueError, KeyError, TypeError):
+        return HealthReport(EXIT_UNHEALTHY, None, f"{target} did not answer a health document")
+    return HealthReport(_EXIT_BY_STATUS.get(status, EXIT_UNHEALTHY), doc)
+
+
+__all__ = ["Server", "serve", "routes", "Response", "fetch_health", "HealthReport", "daemon_url",
+           "write_address", "remove_address", "ADDRESS_FILE"]
