@@ -238,14 +238,15 @@ class RemoteRemover:
     def _fallback_or_wait(self, image: Image.Image, exc: RemoteError) -> Image.Image:
         first = self._start_or_count_episode()
         log = logger.bind(stage="remove")
+        why = f"{exc.kind}: {exc}"
         if self.fallback is None:
             if first:
                 log.warning("remote background removal is unavailable ({}); files wait in the "
-                            "inbox until it is back (GRADIO_FALLBACK_ENABLED is off)", exc)
-            raise RemovalUnavailable(f"remote background removal is unavailable ({exc})")
+                            "inbox until it is back (GRADIO_FALLBACK_ENABLED is off)", why)
+            raise RemovalUnavailable(f"remote background removal is unavailable ({why})")
         if first:
             log.warning("remote background removal is unavailable ({}); the local model makes "
-                        "the cut-outs until it is back", exc)
+                        "the cut-outs until it is back", why)
         with self._lock:
             self._fallback_in_use = True
         return self._local(image)
