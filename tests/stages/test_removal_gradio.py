@@ -174,7 +174,7 @@ def test_a_raising_app_without_fallback_makes_files_wait_never_reject(
     for _ in range(4):  # the same photo, over and over: it waits, it is never rejected
         with pytest.raises(RemovalUnavailable, match="refused"):
             remover.mask(product())
-    assert remote.calls() == 4
+    assert remote.calls() == 4 + 3  # from the second refusal on, a control photo is refused too
 
 
 def test_an_input_the_app_cannot_read_is_rejected_with_a_plain_reason(
@@ -192,6 +192,20 @@ def test_an_input_the_app_cannot_read_is_rejected_with_a_plain_reason(
     assert excinfo.value.reason == REFUSED_REASON
     assert excinfo.value.stage == "remove"
     assert "cannot identify image file" in excinfo.value.detail
+    assert remote.calls() == 3
+
+
+def test_a_lone_unreadable_input_is_rejected_once_a_control_photo_is_served(
+        remote: GradioServer, make_remover: MakeRemover) -> None:
+    remote.set(refuse_width=321)
+    remover = make_remover(remote.url, attempts=2)
+
+    with pytest.raises(RemovalUnavailable):
+        remover.mask(product(width=321))
+    with pytest.raises(RejectedImage):
+        remover.mask(product(width=321))
+
+    assert remote.stats()["widths"] == [321, 321, 64]  # the third call: the control photo
 
 
 def test_a_full_queue_is_retried(remote: GradioServer, make_remover: MakeRemover) -> None:

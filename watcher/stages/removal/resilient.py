@@ -2,7 +2,8 @@
 circuit breaker, and the local model as fallback — or, with the fallback off, files that wait.
 
 The rule it keeps for the product: a photo is rejected only when the service answered, for this
-very photo, on every attempt, that it cannot read it while it served other photos meanwhile.
+very photo, on every attempt, that it cannot read it, and it served another photo since the first
+refusal (one it served meanwhile, or a tiny control photo sent to find out).
 Every other failure (down, slow, overloaded, broken) means "not now": the local model makes the
 cut-out, or the file waits in the inbox (``RemovalUnavailable``) for the service to come back.
 """
@@ -31,6 +32,13 @@ REFUSED_REASON = ("The background-removal service cannot read this photo; saving
                   "JPEG or PNG usually helps.")
 _NO_ANSWER = {"unreachable", "timeout", "interrupted"}  # kinds where nobody answered
 _REFUSALS_KEPT = 1000
+
+
+def _control_photo() -> Image.Image:
+    """A photo any cut-out service can read: a grey box on white."""
+    image = Image.new("RGB", (64, 48), (255, 255, 255))
+    image.paste((90, 90, 90), (16, 12, 48, 36))
+    return image
 
 
 class _Stopping(Exception):
@@ -285,16 +293,25 @@ class RemoteRemover:
             self._refusals[key] = (count, since)
             while len(self._refusals) > _REFUSALS_KEPT:
                 self._refusals.popitem(last=False)
-            # only a service that worked for other photos meanwhile proves the photo is the issue
-            proven = count >= self.backoff.attempts and self._last_success_mono > since
-            if proven:
-                del self._refusals[key]
+            served_since = self._last_success_mono > since
+        # only a service that works for other photos proves that this photo is the problem
+        proven = count >= self.backoff.attempts and (served_since or self._serves_control())
         if proven:
+            with self._lock:
+                self._refusals.pop(key, None)
             raise RejectedImage(REFUSED_REASON, f"{self.remote.endpoint} refused it {count} "
                                 f"times: {exc}", stage="remove")
         log.warning("the remote refused this photo ({}); refusal {} of {}, the file waits and "
                     "is tried again", exc, count, self.backoff.attempts)
         raise RemovalUnavailable(f"the remote refused this photo ({exc}); it is tried again later")
+
+    def _serves_control(self) -> bool:
+        """Does the service cut out a photo it can certainly read? (One call, never cached.)"""
+        try:
+            self._attempt(_control_photo())
+        except (RemoteError, _Stopping):
+            return False
+        return True
 
     def _served(self, mask: Image.Image, by: str) -> Image.Image:
         self._served_by.name = by
