@@ -199,9 +199,10 @@ def test_sigkill_during_a_backup_leaves_no_archive_under_a_final_name(
     settle_all(settings.upload_path)
     dest = settings.backup_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
+    env.update(thumbgen_env, THUMBGEN_SETTLE_SECONDS="2")
     proc = subprocess.Popen([str(Path(sys.executable).with_name("thumbgen")), "backup",
-                             "produtos"], env={**env, **thumbgen_env, "THUMBGEN_SETTLE_SECONDS": "2"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "produtos"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (dest.is_dir() and any(p.name.endswith(".tmp") for p in dest.iterdir())):
         assert proc.poll() is None, "the backup ended before it could be killed"
@@ -240,7 +241,8 @@ def test_retention_removes_only_expired_archives(make_settings: Callable[..., Se
     settings = make_settings(BACKUP_RETENTION_DAYS=30)
     for folder in (settings.upload_path, settings.base_path / "config"):
         folder.mkdir(parents=True)
-    oldest, old, old_partial = _set(settings, 40), _set(settings, 35), _set(settings, 31, ["config"])
+    oldest, old = _set(settings, 40), _set(settings, 35)
+    old_partial = _set(settings, 31, ["config"])
     recent_partial = _set(settings, 2, ["config"])
     (settings.backup_path / "notas.txt").write_text("mine")
     fresh = backup.run_backup(settings)  # prunes after writing

@@ -192,7 +192,7 @@ def _add_file(tar: tarfile.TarFile, comp: Component, path: Path, rel: str, tally
 
 
 def _walk(root: Path, comp: Component, tally: _Tally) -> Iterator[tuple[Path, str, bool]]:
-    """(path, archive name, is a folder) for everything under ``root``, sorted, links not followed."""
+    """(path, archive name, is a folder) under ``root``, sorted, never through a link."""
     for dirpath, dirnames, filenames in os.walk(root):
         folder = Path(dirpath)
         kept = []
@@ -255,7 +255,8 @@ def publish_no_clobber(temp: Path, final: Path) -> None:
     os.unlink(temp)
 
 
-def _write_temp(folder: Path, name: str, lines: Iterable[str]) -> Path:
+def write_temp(folder: Path, name: str, lines: Iterable[str]) -> Path:
+    """A fsynced hidden temp file in ``folder`` holding ``lines``, to be renamed to ``name``."""
     temp = folder / f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -266,12 +267,13 @@ def _write_temp(folder: Path, name: str, lines: Iterable[str]) -> Path:
     return temp
 
 
-def write_manifest(archive: Path, header: dict[str, Any], entries: Iterable[dict[str, Any]]) -> Path:
+def write_manifest(archive: Path, header: dict[str, Any],
+                   entries: Iterable[dict[str, Any]]) -> Path:
     """Write ``<archive>.manifest.jsonl`` atomically: a header line, then one line per member."""
     lines = [json.dumps(header, ensure_ascii=False) + "\n"]
     lines += [json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries]
     final = manifest_path(archive)
-    temp = _write_temp(archive.parent, final.name, lines)
+    temp = write_temp(archive.parent, final.name, lines)
     try:
         publish_no_clobber(temp, final)
     finally:
@@ -299,8 +301,9 @@ def backup_component(comp: Component, dest: Path, set_id: str, *, settle: float,
     try:
         with os.fdopen(fd, "wb") as raw:
             sink = _HashingWriter(raw)
-            with tarfile.open(fileobj=sink, mode="w:gz", compresslevel=COMPRESS_LEVEL,  # type: ignore[call-overload]
-                              format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
+            with tarfile.open(fileobj=sink, mode="w:gz",  # type: ignore[call-overload]
+                              compresslevel=COMPRESS_LEVEL, format=tarfile.PAX_FORMAT,
+                              copybufsize=CHUNK) as tar:
                 tally = _fill(tar, comp, settle, time.time(), cancel)
             raw.flush()
             os.fsync(raw.fileno())
@@ -340,7 +343,7 @@ class BackupReport:
 
 
 class _Lock:
-    """An exclusive, non-blocking ``flock`` on ``BACKUP_PATH/.backup.lock``: one backup at a time."""
+    """A non-blocking exclusive ``flock`` on ``BACKUP_PATH/.backup.lock``: one backup at a time."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
@@ -353,11 +356,12 @@ class _Lock:
         except BlockingIOError:
             os.close(self.fd)
             raise BackupBusy(f"another backup is running (lock {self.path})") from None
+        except OSError as exc:  # a share without locks: go on; names are never reused anyway
+            logger.warning("cannot lock {} ({}); backing up without the lock", self.path, exc)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        os.close(self.fd)  # closing the descriptor releases the lock
 
 
 def _free_id(dest: Path, when: float) -> str:
@@ -480,6 +484,9 @@ def list_sets(dest: Path) -> list[BackupSet]:
         info = ArchiveInfo(match.group("component"), match.group("id"), path, size, header,
                            _stamp(path, header, size))
         sets.setdefault(info.set_id, BackupSet(info.set_id)).archives[info.component] = info
+    order = {name: n for n, name in enumerate(COMPONENTS)}
+    for found in sets.values():
+        found.archives = dict(sorted(found.archives.items(), key=lambda i: order.get(i[0], 99)))
     return [sets[key] for key in sorted(sets)]
 
 

@@ -1,11 +1,11 @@
 """Retention clean-up: what thumbgen may delete, and only that.
 
-| kind        | where                                    | removed when                                  |
-|-------------|------------------------------------------|-----------------------------------------------|
-| `processed` | `produtos/_processados/`                 | in there longer than PROCESSED_RETENTION_DAYS |
-| `failed`    | `produtos/_falhas/` (file + `.erro.txt`) | in there longer than FAILED_RETENTION_DAYS    |
-| `cache`     | `produtos/.thumbgen/cache/`              | mtime + CACHE_TTL has passed                  |
-| `temp`      | thumbgen's own temp files (hidden, `.tmp`) in `.thumbgen/`, `OUTPUT_PATH`, `BACKUP_PATH` | older than an hour |
+- ``processed``: originals in ``_processados/``, in there longer than PROCESSED_RETENTION_DAYS;
+- ``failed``: a file in ``_falhas/`` with its ``.erro.txt``, longer than FAILED_RETENTION_DAYS;
+- ``cache``: entries in ``.thumbgen/cache/`` whose mtime + CACHE_TTL has passed (the cache's
+  own rule, ``stages/removal/cache.py``); everything in there is disposable;
+- ``temp``: thumbgen's own temp files (hidden, ``.tmp``) older than an hour, in ``.thumbgen/``
+  (claims excluded), ``OUTPUT_PATH`` and ``BACKUP_PATH``: what a killed writer left behind.
 
 "In there longer than" uses the later of mtime and ctime: a rename into ``_processados/`` sets
 ctime, while mtime may be years old (a photo copied with its date kept). The inbox itself, claims
@@ -109,7 +109,7 @@ def _cache(settings: Settings, now: float) -> Iterator[Removal]:
 
 
 def _temp(settings: Settings, now: float) -> Iterator[Removal]:
-    claims = settings.state_path / CLAIMS_FOLDER  # users' files being processed: never ours to clean
+    claims = settings.state_path / CLAIMS_FOLDER  # users' files in processing: never ours
     roots = dict.fromkeys((settings.state_path, settings.output_path, settings.backup_path))
     for root in roots:
         for path, st in _files(root, skip=(claims,)):

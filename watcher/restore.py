@@ -81,9 +81,8 @@ def verify_archive(archive: Path) -> list[str]:
              "ok": not problems, "sha256": header["archive"].get("sha256"),
              "size": archive.stat().st_size, "problems": problems[:20]}
     target = verified_path(archive)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    temp.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
-    os.replace(temp, target)
+    os.replace(backup.write_temp(archive.parent, target.name, [json.dumps(stamp) + "\n"]),
+               target)
     return problems
 
 
@@ -189,7 +188,7 @@ def _copy(source: IO[bytes], fd: int) -> str:
 
 def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, folder_fd: int, name: str,
                 expected: str | None, force: bool) -> str:
-    """Write one member into ``folder_fd``; returns "restored" or "unchanged", or raises _Refused."""
+    """Write one member into ``folder_fd``: "restored" or "unchanged", or raise _Refused."""
     try:
         existing = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -340,7 +339,8 @@ def _pick(settings: Settings, set_id: str, names: list[str]) -> tuple[str, dict[
     return found.set_id, {n: found.archives[n].path for n in wanted}
 
 
-def verify_set(settings: Settings, set_id: str, names: list[str]) -> tuple[str, dict[str, list[str]]]:
+def verify_set(settings: Settings, set_id: str,
+               names: list[str]) -> tuple[str, dict[str, list[str]]]:
     """(set ID, component → problems) for every archive of the set, or those named."""
     resolved, archives = _pick(settings, set_id, names)
     return resolved, {name: verify_archive(path) for name, path in archives.items()}

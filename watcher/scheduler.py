@@ -149,12 +149,20 @@ class Scheduler:
         app.on_stopping.append(lambda _app: self.stop())
 
     def start(self) -> None:
+        self._restore_gauges()
         for name, trigger in self.triggers.items():
             self._aps.add_job(self._run, trigger, args=(name,), id=name, name=name,
                               replace_existing=True)
         self._aps.start()
         for job in self._aps.get_jobs():
             logger.info("scheduled {}: next run at {}", job.id, job.next_run_time)
+
+    def _restore_gauges(self) -> None:
+        """After a restart, report the newest complete set on disk, not "never backed up"."""
+        complete = [s for s in backup.list_sets(self.settings.backup_path) if s.complete]
+        if complete:
+            self.metrics.last_backup.set(backup.id_time(complete[-1].set_id) or 0)
+            self.metrics.backup_bytes.set(complete[-1].size)
 
     def stop(self) -> None:
         """Abandon a running job at its next checkpoint and wait for the job thread to end."""
