@@ -173,3 +173,29 @@ def test_attached_to_the_app_lifecycle_with_a_real_backup(
     again.stop()
     assert again.metrics.registry.get_sample_value("thumbgen_last_backup_timestamp_seconds") == \
         backup.id_time(newest.set_id)
+
+
+def test_a_backup_with_a_failed_component_is_a_failed_run(
+        make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(SETTLE_SECONDS=0)
+    real = backup.backup_component
+
+    def disk_full_for_logs(comp: backup.Component, *args: object, **kw: object):
+        if comp.name == "logs":
+            raise OSError(28, "No space left on device")
+        return real(comp, *args, **kw)
+
+    monkeypatch.setattr(backup, "backup_component", disk_full_for_logs)
+    scheduler = Scheduler(settings, Metrics(CollectorRegistry()),
+                          schedules={"backup": EVERY_SECOND, "cleanup": NEVER_SOON})
+    scheduler.start()
+    try:
+        wait_for(lambda: _count(scheduler, "backup", "failed") >= 2)  # and it keeps trying
+    finally:
+        scheduler.stop()
+    value = scheduler.metrics.registry.get_sample_value
+    assert value("thumbgen_backups_total", {"outcome": "failed"}) >= 2
+    assert value("thumbgen_last_backup_timestamp_seconds") == 0
+    sets = backup.list_sets(settings.backup_path)
+    assert sets and all(list(s.archives) == ["produtos", "backgrounds", "thumbnails", "config"]
+                        for s in sets)

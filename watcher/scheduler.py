@@ -159,7 +159,11 @@ class Scheduler:
 
     def _restore_gauges(self) -> None:
         """After a restart, report the newest complete set on disk, not "never backed up"."""
-        complete = [s for s in backup.list_sets(self.settings.backup_path) if s.complete]
+        try:
+            complete = [s for s in backup.list_sets(self.settings.backup_path) if s.complete]
+        except OSError as exc:  # the backup job will say more; the daemon starts anyway
+            logger.warning("cannot read {}: {}", self.settings.backup_path, exc)
+            return
         if complete:
             self.metrics.last_backup.set(backup.id_time(complete[-1].set_id) or 0)
             self.metrics.backup_bytes.set(complete[-1].size)
@@ -196,7 +200,7 @@ class Scheduler:
 
     def _backup(self, cancel: threading.Event) -> None:
         try:
-            backup.run_backup(self.settings, self.metrics, cancel=cancel)
+            report = backup.run_backup(self.settings, self.metrics, cancel=cancel)
         except backup.BackupBusy:
             self.metrics.backups.labels("skipped").inc()
             raise
@@ -206,6 +210,9 @@ class Scheduler:
         except Exception:
             self.metrics.backups.labels("failed").inc()
             raise
+        if report.failed:  # counted by run_backup; the job failed all the same
+            raise RuntimeError(f"backup {report.set_id} is incomplete: "
+                               f"{', '.join(report.failed)} failed")
 
     def _cleanup(self, cancel: threading.Event) -> None:
         cleanup.run(self.settings, self.metrics, cancel=cancel)
