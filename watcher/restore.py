@@ -81,8 +81,11 @@ def verify_archive(archive: Path) -> list[str]:
              "ok": not problems, "sha256": header["archive"].get("sha256"),
              "size": archive.stat().st_size, "problems": problems[:20]}
     target = verified_path(archive)
-    os.replace(backup.write_temp(archive.parent, target.name, [json.dumps(stamp) + "\n"]),
-               target)
+    try:
+        os.replace(backup.write_temp(archive.parent, target.name, [json.dumps(stamp) + "\n"]),
+                   target)
+    except OSError as exc:  # a read-only copy of the backups can still be verified
+        logger.warning("could not record the verification of {}: {}", archive.name, exc)
     return problems
 
 
