@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -90,3 +90,65 @@ def remote(gradio_server: GradioServer) -> Iterator[GradioServer]:
     gradio_server.reset()
     yield gradio_server
     gradio_server.reset()
+
+
+class HangingRemover:
+    """A remover whose ``mask()`` blocks until ``release`` is set: it stands in for a remote app
+    that accepted the call and never answers. ``entered`` is set when a call is stuck in it."""
+
+    name = "hanging"
+    cpu_bound = False
+
+    def __init__(self) -> None:
+        import threading
+
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def mask(self, image: Any) -> Any:
+        from PIL import Image
+
+        self.entered.set()
+        self.release.wait(60)
+        return Image.new("L", image.size, 255)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+@pytest.fixture
+def running_app(make_settings: Callable[..., config.Settings]) -> Iterator[Callable[..., Any]]:
+    """Factory: ``running_app(remover, stall_after=…, **settings)`` → ``(app, health)``.
+
+    A real ``App`` (watcher, workers, main loop) on the ``thumbgen_env`` tree, run in a thread
+    until the test ends, with a ``Health`` attached; returns once the start-up scan is queued.
+    """
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from watcher.app import App
+    from watcher.health import Health
+    from watcher.metrics import Metrics
+
+    started: list[tuple[Any, threading.Thread]] = []
+
+    def start(remover: Any, stall_after: float = 60.0, **overrides: object) -> tuple[Any, Any]:
+        values: dict[str, object] = {"SETTLE_SECONDS": 0, "WORKERS": 1,
+                                     "MAX_CONCURRENT_REQUESTS": 1, "SCHEDULER_ENABLED": "false",
+                                     "OUTPUT_SIZE": 300}
+        settings = make_settings(**{**values, **overrides})
+        app = App(settings, remover, Metrics(CollectorRegistry()))
+        health = Health(app, stall_after=stall_after, secrets=[settings.gradio_token])
+        health.attach()
+        thread = threading.Thread(target=app.run, name="app", daemon=True)
+        thread.start()
+        started.append((app, thread))
+        assert app.ready.wait(30), "the app did not start"
+        return app, health
+
+    yield start
+    for app, thread in started:
+        app.flags.stop.set()
+        app.remover.close()
+        thread.join(30)
