@@ -118,7 +118,7 @@ class HangingRemover:
 
 @pytest.fixture
 def running_app(make_settings: Callable[..., config.Settings]) -> Iterator[Callable[..., Any]]:
-    """Factory: ``running_app(remover, stall_after=…, **settings)`` → ``(app, health)``.
+    """Factory: ``running_app(remover, stall_after=…, before_run=…, **settings)`` → ``(app, health)``.
 
     A real ``App`` (watcher, workers, main loop) on the ``thumbgen_env`` tree, run in a thread
     until the test ends, with a ``Health`` attached; returns once the start-up scan is queued.
@@ -133,7 +133,9 @@ def running_app(make_settings: Callable[..., config.Settings]) -> Iterator[Calla
 
     started: list[tuple[Any, threading.Thread]] = []
 
-    def start(remover: Any, stall_after: float = 60.0, **overrides: object) -> tuple[Any, Any]:
+    def start(remover: Any, stall_after: float = 60.0,
+              before_run: Callable[[Any, Any], None] | None = None,
+              **overrides: object) -> tuple[Any, Any]:
         values: dict[str, object] = {"SETTLE_SECONDS": 0, "WORKERS": 1,
                                      "MAX_CONCURRENT_REQUESTS": 1, "SCHEDULER_ENABLED": "false",
                                      "OUTPUT_SIZE": 300}
@@ -141,6 +143,8 @@ def running_app(make_settings: Callable[..., config.Settings]) -> Iterator[Calla
         app = App(settings, remover, Metrics(CollectorRegistry()))
         health = Health(app, stall_after=stall_after, secrets=[settings.gradio_token])
         health.attach()
+        if before_run is not None:
+            before_run(app, health)
         thread = threading.Thread(target=app.run, name="app", daemon=True)
         thread.start()
         started.append((app, thread))
