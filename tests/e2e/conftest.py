@@ -28,11 +28,11 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 
 def visible_files(root: Path) -> list[Path]:
-    """Files a user sees under ``root``: no hidden names anywhere in the path."""
+    """Entries a user sees under ``root`` (files, links, FIFOs; no folders, no hidden names)."""
     if not root.exists():
         return []
     return sorted(p for p in root.rglob("*")
-                  if p.is_file() and not any(part.startswith(".")
+                  if (p.is_symlink() or not p.is_dir()) and not any(part.startswith(".")
                                              for part in p.relative_to(root).parts))
 
 
@@ -78,7 +78,7 @@ class Daemon:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def signal(self, signum: int) -> None:
+    def send(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
