@@ -234,12 +234,13 @@ def cmd_backups(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher import backup
 
     sets = backup.list_sets(settings.backup_path)
-    print(f"{'ID':<16} {'SIZE':>10}  {'STATE':<10} {'VERIFIED':<9} COMPONENTS")
+    print(f"{'ID':<16} {'SIZE':>10}  {'STATE':<10} {'VERIFIED':<9} COMPONENT=BYTES")
     for found in sets:
         states = [a.verified for a in found.archives.values()]
         verified = ("FAILED" if "failed" in states else "yes" if all(states) else
                     f"{states.count('ok')}/{len(states)}" if any(states) else "no")
-        parts = [n + ("" if a.complete else "(incomplete)") for n, a in found.archives.items()]
+        parts = [f"{n}={a.size}" + ("" if a.complete else "(incomplete)")
+                 for n, a in found.archives.items()]
         print(f"{found.set_id:<16} {found.size:>10}  "
               f"{'complete' if found.complete else 'partial':<10} {verified:<9} {' '.join(parts)}")
     print(f"{len(sets)} backup set(s) in {settings.backup_path}")
