@@ -107,11 +107,14 @@ class Daemon:
     def thumbnails(self) -> list[Path]:
         return visible_files(self.output)
 
-    def wait_idle(self, expected_outputs: int, timeout: float = 90) -> None:
-        """Wait until the inbox holds no input and ``expected_outputs`` results exist."""
+    def wait_idle(self, expected_outputs: int, timeout: float = 90,
+                  left_alone: tuple[str, ...] = ()) -> None:
+        """Wait until the inbox holds no input (but the ``left_alone`` names) and
+        ``expected_outputs`` files are in ``_processados/`` or ``_falhas/``."""
         def settled() -> bool:
             inbox_left = [p for p in visible_files(self.inbox)
-                          if not p.relative_to(self.inbox).parts[0].startswith("_")]
+                          if not p.relative_to(self.inbox).parts[0].startswith("_")
+                          and p.relative_to(self.inbox).as_posix() not in left_alone]
             done = len(visible_files(self.processed)) + len(
                 [p for p in visible_files(self.failed) if not p.name.endswith(".erro.txt")])
             return not inbox_left and done >= expected_outputs
