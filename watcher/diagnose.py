@@ -93,8 +93,8 @@ def _folder_finding(role: str, path: Path) -> Finding:
     if problem == "missing":
         parent = next((p for p in path.parents if p.exists()), Path("/"))
         if probe_write(parent) is None:
-            return Finding(WARN, role, f"{path} does not exist yet",
-                           "nothing to do: the daemon creates it at start")
+            return Finding(OK, role, f"{path} does not exist yet; it is created when first "
+                           "needed")
         return Finding(FAIL, role, f"{path} does not exist and {parent} is not writable by "
                        f"{_who()}", f"create it: mkdir -p {path} && chown <daemon user> {path}")
     if problem == "not a folder":
