@@ -179,7 +179,7 @@ def _opt(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: A
 # Every option, once. Defaults that depend on the machine are callables, resolved at load time.
 OPTIONS: tuple[Option, ...] = (
     _opt("ENVIRONMENT", _choice("development", "production", "test"), "production",
-         "Deployment flavour; only changes defaults you have not set."),
+         "Deployment flavour (development, production, test): shown in the logs and /health."),
     _opt("LOG_LEVEL", _choice("trace", "debug", "info", "success", "warning", "error", "critical"),
          "info", "Lowest level written to the console and the log file."),
     _opt("BASE_PATH", _parse_path, Path("."), "Folder the other relative paths start from."),
