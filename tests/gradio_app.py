@@ -186,6 +186,7 @@ class GradioServer:
         self.max_size = max_size
         self.generation = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.set()
 
     def launch(self) -> GradioServer:
         """Start the process; it answers a few seconds later (see ``wait_ready``)."""

@@ -80,22 +80,22 @@ class CircuitBreaker:
             self._probing = False
 
     def failure(self) -> bool:
-        """Count a failure; True when this one opened the breaker."""
+        """Count a failure; True when this one opened a closed breaker (a new outage)."""
         with self._lock:
             self._failures += 1
             if self._state is BreakerState.HALF_OPEN:
                 if self._probing:  # the probe failed: wait longer before the next one
                     self._cooldown = min(self.max_cooldown, self._cooldown * 2)
                 self._probing = False
-                return self._open()
-            if self._state is BreakerState.CLOSED and self._failures >= self.threshold:
-                return self._open()
+                self._open()
+            elif self._state is BreakerState.CLOSED and self._failures >= self.threshold:
+                self._open()
+                return True
             return False
 
-    def _open(self) -> bool:
+    def _open(self) -> None:
         self._state = BreakerState.OPEN
         self._opened_at = self._clock()
-        return True
 
     def _cooled_down(self) -> bool:
         return self._clock() - self._opened_at >= self._cooldown

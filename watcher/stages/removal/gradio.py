@@ -28,6 +28,7 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.client import Job  # noqa: E402
 from gradio_client import utils as gradio_utils  # noqa: E402
 from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
@@ -69,7 +70,7 @@ class GradioBackend:
                  temp_dir: Path | None = None, max_workers: int = 40) -> None:
         self.src = src
         self.api_name = api_name if api_name.startswith("/") else f"/{api_name}"
-        self.endpoint = f"{src}{self.api_name}"
+        self.endpoint = f"{src.rstrip('/')}{self.api_name}"
         self.timeout = timeout
         self.temp_dir = Path(temp_dir) if temp_dir else Path(tempfile.gettempdir())
         self._token = token
@@ -77,6 +78,8 @@ class GradioBackend:
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._http: httpx.Client | None = None
+        self._jobs: set[Job] = set()  # in flight, cancelled by close()
+        self._closed = False
         _bypass_proxy_for_local_hosts()
 
     # -- one call ------------------------------------------------------------------------------
@@ -97,6 +100,8 @@ class GradioBackend:
             job = client.submit(handle_file(str(upload)), api_name=self.api_name)
         except ValueError as exc:  # unknown endpoint, wrong parameters: a configuration error
             raise RemoteError("config", f"{self.endpoint}: {exc}") from exc
+        with self._lock:
+            self._jobs.add(job)
         try:
             return job.result(timeout=self.timeout)
         except TimeoutError:
@@ -104,6 +109,9 @@ class GradioBackend:
             raise TransientError("timeout", f"no answer within {self.timeout:g} s") from None
         except Exception as exc:  # the client raises many, undocumented types: sort them here
             raise _classify(exc) from exc
+        finally:
+            with self._lock:
+                self._jobs.discard(job)
 
     def _download(self, client: Client, url: str, dest: Path) -> None:
         try:
@@ -133,6 +141,8 @@ class GradioBackend:
         if client is not None:
             return client
         with self._lock:
+            if self._closed:
+                raise TransientError("closed", "the daemon is stopping")
             if self._client is None:
                 self._client = self._build_client()
             return self._client
@@ -175,9 +185,15 @@ class GradioBackend:
             path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Cancel the calls in flight (their threads would otherwise hold the process open, and
+        their places in the server's queue) and close the connections."""
         with self._lock:
+            self._closed = True
+            jobs, self._jobs = list(self._jobs), set()
             client, self._client = self._client, None
             http, self._http = self._http, None
+        for job in jobs:
+            job.cancel()
         if client is not None:
             client.close()
         if http is not None:
@@ -272,13 +288,15 @@ def build(settings: Settings, metrics: Metrics,
                            settings.gradio_token, settings.gradio_timeout, temp_dir=state / "tmp",
                            max_workers=max(40, 2 * settings.max_concurrent_requests))
     # Waiting files come back once per rescan, so probing a failed remote more often than that
-    # gains nothing; capped so that the remote is back within half a minute however rare rescans.
+    # gains nothing; capped so that the remote is back within half a minute however rare rescans,
+    # and within two minutes (four cool-downs) however long the outage was.
     cooldown = min(BREAKER_MAX_FIRST_COOLDOWN, max(1.0, settings.rescan_interval))
     return RemoteRemover(
         remote, metrics,
         max_in_flight=settings.max_concurrent_requests,
         backoff=Backoff(attempts=settings.gradio_retry_attempts),
-        breaker=CircuitBreaker(threshold=BREAKER_THRESHOLD, cooldown=cooldown),
+        breaker=CircuitBreaker(threshold=BREAKER_THRESHOLD, cooldown=cooldown,
+                               max_cooldown=4 * cooldown),
         rate_limit=RateLimit(settings.rate_limit_per_minute),
         cache=MaskCache(state / "cache", settings.cache_ttl) if settings.cache_enabled else None,
         fallback=LocalRemover(settings.model_path) if settings.gradio_fallback_enabled else None,

@@ -102,11 +102,12 @@ class RemoteRemover:
             self.metrics.cache_misses.inc()
         try:
             mask = self._call(image)
-        except _Stopping:
-            raise RemovalUnavailable("the daemon is stopping; the file waits") from None
-        except RefusedInput as exc:
-            return self._refused(image, key, exc)
-        except RemoteError as exc:
+        except (_Stopping, RemoteError) as exc:
+            # close() cancels calls in flight: what they raise then says nothing about the photo
+            if isinstance(exc, _Stopping) or self._stop.is_set():
+                raise RemovalUnavailable("the daemon is stopping; the file waits") from None
+            if isinstance(exc, RefusedInput):
+                return self._refused(image, key, exc)
             return self._fallback_or_wait(image, exc)
         with self._lock:
             self._refusals.pop(key, None)
@@ -231,11 +232,11 @@ class RemoteRemover:
             self._last_error = f"{exc.kind}: {exc}"
             self._last_error_at = time.time()
         log = logger.bind(stage="remove", outcome=exc.kind)
-        if opened:
+        if opened:  # once per outage; failed probes after it are only debug lines
             log.warning("remote background removal failed {} time(s) in a row ({}); pausing "
                         "calls for {:.0f} s", self.breaker.failures, exc, self.breaker.retry_in())
         else:
-            log.debug("remote attempt failed: {}", exc)
+            log.debug("remote attempt failed ({} in a row): {}", self.breaker.failures, exc)
 
     def _breaker_message(self) -> str:
         return (f"{self.breaker.failures} failures in a row; next try in "
