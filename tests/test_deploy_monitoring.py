@@ -1,7 +1,8 @@
 """deploy/prometheus and deploy/grafana: rules and panels that query metrics thumbgen exports.
 
-Where promtool is installed (Debian's ``prometheus`` package, or ``PROMTOOL=/path``), the rules
-also go through ``promtool check rules`` and their unit tests through ``promtool test rules``.
+Where promtool is at hand (``make test`` puts Debian's beside the venv's python; or on the PATH,
+or ``PROMTOOL=/path``), the rules also go through ``promtool check rules`` and their unit tests
+through ``promtool test rules``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,9 @@ def test_the_dashboard_has_the_panels_operators_need() -> None:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    tool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    beside_python = Path(sys.executable).with_name("promtool")  # where `make test` puts it
+    tool = (os.environ.get("PROMTOOL") or (str(beside_python) if beside_python.exists() else None)
+            or shutil.which("promtool"))
     if not tool:
         pytest.skip("promtool not installed (Debian package prometheus); rules checked by parsing")
     return tool
