@@ -118,7 +118,7 @@ class HangingRemover:
 
 @pytest.fixture
 def running_app(make_settings: Callable[..., config.Settings]) -> Iterator[Callable[..., Any]]:
-    """Factory: ``running_app(remover, stall_after=…, before_run=…, **settings)`` → ``(app, health)``.
+    """Factory: ``running_app(remover, stall_after, before_run, **settings)`` → ``(app, health)``.
 
     A real ``App`` (watcher, workers, main loop) on the ``thumbgen_env`` tree, run in a thread
     until the test ends, with a ``Health`` attached; returns once the start-up scan is queued.

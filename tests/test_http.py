@@ -1,4 +1,4 @@
-"""The operations HTTP server: routing, bounds, the address file, and the `thumbgen health` client."""
+"""The operations HTTP server: routing, bounds, the address file, the `thumbgen health` client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Is the daemon alive, is it ready, and how is it doing: the checks behind /livez, /readyz, /health.
+"""Is the daemon alive, is it ready, how is it doing: the checks behind /livez, /readyz, /health.
 
 - **Alive** (``/livez``, systemd's ``WATCHDOG=1``): the file watcher's threads run, the main loop
   ticks, every worker thread lives and the workers make progress: idle workers refresh

@@ -62,7 +62,7 @@ def _json(status: int, doc: Any) -> Response:
 
 
 def routes(health: Health | None, metrics: Metrics | None) -> dict[str, Route]:
-    """The endpoints switched on: health ones when ``health`` is given, /metrics with ``metrics``."""
+    """Switched on: /health, /livez, /readyz with ``health``; /metrics with ``metrics``."""
     table: dict[str, Route] = {}
     if health is not None:
         def health_doc(headers: Mapping[str, str]) -> Response:
