@@ -183,10 +183,20 @@ def test_disk_thresholds(free: int, total: int, status: str) -> None:
     assert DiskThresholds().status(free, total) == status
 
 
-def test_the_stall_limit_covers_every_remote_attempt() -> None:
-    assert health_mod.stall_seconds(60, 3, remote=False) == 60
-    assert health_mod.stall_seconds(5, 2, remote=True) == 60
-    assert health_mod.stall_seconds(60, 3, remote=True) == 210
+def test_the_stall_limit_covers_every_wait_of_every_remote_attempt(
+        make_settings: Callable[..., Any]) -> None:
+    def stall(**overrides: object) -> float:
+        return health_mod.stall_seconds(make_settings(**overrides))
+
+    remote = {"GRADIO_API_URL": "http://127.0.0.1:9", "WORKERS": 2,
+              "MAX_CONCURRENT_REQUESTS": 4}
+    assert stall(REMOVAL_BACKEND="local", GRADIO_TIMEOUT=600) == 60
+    assert stall(**remote, GRADIO_TIMEOUT=5, GRADIO_RETRY_ATTEMPTS=1) == 60
+    # per attempt: a slot behind one hung call, its own call, back-off
+    assert stall(**remote, GRADIO_TIMEOUT=60, GRADIO_RETRY_ATTEMPTS=3) == 3 * (60 + 60 + 8) + 30
+    # six callers and three calls a minute: two minutes of rate limit per attempt
+    assert stall(**remote, GRADIO_TIMEOUT=60, GRADIO_RETRY_ATTEMPTS=1,
+                 RATE_LIMIT_PER_MINUTE=3) == 60 + 120 + 60 + 8 + 30
 
 
 def test_probe_write(tmp_path: Path) -> None:

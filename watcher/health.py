@@ -37,6 +37,7 @@ import psutil
 from loguru import logger
 
 from watcher import __version__
+from watcher.config import Settings
 from watcher.logging import Redactor
 from watcher.metrics import Metrics
 
@@ -54,15 +55,21 @@ def worst(statuses: Iterable[str]) -> str:
     return max(statuses, key=_RANK.__getitem__, default=HEALTHY)
 
 
-def stall_seconds(gradio_timeout: float, attempts: int, remote: bool) -> float:
+def stall_seconds(s: Settings) -> float:
     """How long a file may legitimately stay in work before the pipeline counts as stuck.
 
-    A remote file may spend every attempt at its full timeout plus back-off; a local one takes
-    about a second, so the floor rules.
+    A local cut-out takes about a second, so the floor rules. A remote file may, on every
+    attempt, wait for a free call slot behind calls that run to their full timeout, wait for
+    the rate limit's window, run to its own timeout, and back off (at most 8 s) before the next.
     """
-    if not remote:
+    if s.removal_kind != "gradio":
         return MIN_STALL_SECONDS
-    return max(MIN_STALL_SECONDS, gradio_timeout * attempts + 30.0)
+    slot_wait = math.ceil(s.cpu_workers / s.max_concurrent_requests) * s.gradio_timeout
+    callers = s.cpu_workers + s.max_concurrent_requests
+    rate_wait = (60.0 * math.ceil(callers / s.rate_limit_per_minute)
+                 if s.rate_limit_per_minute else 0.0)
+    per_attempt = slot_wait + rate_wait + s.gradio_timeout + 8.0
+    return max(MIN_STALL_SECONDS, s.gradio_retry_attempts * per_attempt + 30.0)
 
 
 @dataclass(frozen=True)
@@ -167,8 +174,7 @@ class Health:
                  disk: DiskThresholds | None = None, secrets: Iterable[str] = ()) -> None:
         s = app.settings
         self.app = app
-        self.stall_after = stall_after if stall_after is not None else stall_seconds(
-            s.gradio_timeout, s.gradio_retry_attempts, s.removal_kind == "gradio")
+        self.stall_after = stall_after if stall_after is not None else stall_seconds(s)
         self.disk = disk or DiskThresholds()
         self.redact = Redactor(secrets)
         self.last_tick = time.monotonic()
