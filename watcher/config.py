@@ -8,6 +8,7 @@ exits the process (the CLI turns ConfigError into exit code 2).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -24,7 +25,13 @@ DEFAULT_CONFIG_FILE = Path("config/thumbgen.toml")
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
-_CRON_FIELD = re.compile(r"^[\d*/,\-a-zA-Z?LW#]+$")
+# (name, lowest, highest, names): seconds (six-field form only), then the five crontab fields.
+_CronField = tuple[str, int, int, tuple[str, ...]]
+_CRON_FIELDS: tuple[_CronField, ...] = (
+    ("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                      "nov", "dec")),
+    ("weekday", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -68,9 +75,12 @@ def _parse_float(raw: Any) -> float:
     if isinstance(raw, bool):
         raise ValueError("expected a number")
     try:
-        return float(raw)
+        value = float(raw)
     except (TypeError, ValueError):
         raise ValueError("expected a number") from None
+    if not math.isfinite(value):  # "inf" and "nan" parse, but no timeout or ratio means them
+        raise ValueError("expected a finite number")
+    return value
 
 
 def _parse_size(raw: Any) -> int:
@@ -122,12 +132,39 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _cron_value(token: str, field: _CronField) -> int:
+    name, low, high, names = field
+    if token.lower() in names:
+        return low + names.index(token.lower())
+    if not token.isdigit() or not low <= int(token) <= high:
+        raise ValueError(f"{name} {token!r} is not in {low}..{high}"
+                         + (f" nor a name such as {names[0]}" if names else ""))
+    return int(token)
+
+
+def _check_cron_field(text: str, field: _CronField) -> None:
+    for item in text.split(","):
+        base, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and int(step) >= 1):
+            raise ValueError(f"{field[0]} step {step!r} must be a whole number of at least 1")
+        if base == "*" or (base == "?" and field[0] == "weekday"):
+            continue
+        first, dash, last = base.partition("-")
+        start = _cron_value(first, field)
+        if dash and _cron_value(last, field) < start:
+            raise ValueError(f"{field[0]} range {base!r} runs backwards")
+
+
 def _cron(raw: Any) -> str:
+    """Five crontab fields, or six with seconds first; each value checked against its range
+    (the scheduler would otherwise refuse it only when the daemon starts)."""
     text = " ".join(_parse_str(raw).split())
     parts = text.split(" ")
-    if len(parts) not in (5, 6) or not all(_CRON_FIELD.match(part) for part in parts):
+    if len(parts) not in (5, 6):
         raise ValueError("expected a cron expression of five fields, such as '0 3 * * *' "
                          "(or six, seconds first: '*/10 * * * * *')")
+    for part, field in zip(parts, _CRON_FIELDS[-len(parts):], strict=True):
+        _check_cron_field(part, field)
     return text
 
 
