@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pty
@@ -62,6 +63,21 @@ def test_file_lines_are_flat_json_with_the_bound_fields(tmp_path: Path) -> None:
     assert not any(key.startswith("_") for key in summary)
     assert error["level"] == "ERROR" and error["stage"] == "validate"
     assert "ValueError: bad pixel" in error["exception"]
+
+
+def test_the_file_rotates_into_gzipped_archives(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_setup, "ROTATION", "2 KB")  # 50 MB in production
+    log_setup.setup("info", tmp_path)
+    for n in range(40):
+        _summary_line(n=n)
+    logger.complete()
+
+    archives = sorted(tmp_path.glob("app.*.log.gz"))
+    assert archives, sorted(p.name for p in tmp_path.iterdir())
+    assert (tmp_path / "app.log").stat().st_size < 4096
+    with gzip.open(archives[0], "rt") as archived:
+        assert json.loads(archived.readline())["n"] == 0
 
 
 def test_log_level_is_honoured(tmp_path: Path) -> None:
