@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from watcher.errors import RejectedImage
@@ -209,8 +210,10 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         # 16-bit grey: scale to 8 bits before L, or everything clips to white
         grey = im.convert("I").point(lambda v: v / 256).convert("L")
         if "transparency" in im.info:
-            alpha = im.convert("I").point(lambda v: 0 if v == im.info["transparency"] else 255)
-            return Image.merge("RGBA", (grey, grey, grey, alpha.convert("L")))
+            # point() on an "I" image only takes linear functions: compare in numpy instead
+            key = np.asarray(im.convert("I")) == im.info["transparency"]
+            alpha = Image.fromarray(np.where(key, 0, 255).astype(np.uint8))
+            return Image.merge("RGBA", (grey, grey, grey, alpha))
         return grey.convert("RGB")
     if mode in ("P", "PA", "LA", "La", "RGBa", "1", "L") and (
             "transparency" in im.info or "A" in mode or "a" in mode):
