@@ -1,0 +1,241 @@
+"""What counts as an input (SPEC §2) and when it is ready (the settle rule of SPEC §3.1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from watcher import inbox
+from watcher.inbox import Settler, is_ignored_name, relative_input
+
+P = PurePosixPath
+SETTLE = 2.0
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def never_busy(rel: PurePosixPath) -> bool:
+    return False
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Path:
+    folder = tmp_path / "produtos"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def write(path: Path, data: bytes = b"x" * 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# -- ignore rules ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [
+    ".hidden.jpg", "_draft.jpg", ".thumbgen", "_processados", "_falhas",
+    "photo.jpg.part", "PHOTO.JPG.PART", "photo.crdownload", "photo.Crdownload", "scan.tmp",
+    "scan.TMP", "~$report.docx", "~$photo.jpg", ".~lock.photo.jpg#", ".DS_Store", ".ds_store",
+    "Thumbs.db", "thumbs.db", "THUMBS.DB", "desktop.ini", "Desktop.ini",
+])
+def test_ignored_names(name: str) -> None:
+    assert is_ignored_name(name)
+
+
+@pytest.mark.parametrize("name", [
+    "photo.jpg", "Photo.JPG", "a.png", "my_photo.jpg", "photo.partial.jpg", "part.jpg",
+    "tmp.jpg", "x.jpg.tmp.jpg", "a~$b.jpg", "thumbs.db.jpg", "desktop.ini.png", "1.webp",
+    "sem nome (2).jpg", "ção.jpg",
+])
+def test_names_that_are_inputs(name: str) -> None:
+    assert not is_ignored_name(name)
+
+
+def test_relative_input_keeps_the_relative_path(box: Path) -> None:
+    assert relative_input(box, box / "a.jpg") == P("a.jpg")
+    assert relative_input(box, box / "camisas" / "azul" / "a.jpg") == P("camisas/azul/a.jpg")
+    assert relative_input(box, str(box / "sub" / ".." / "b.jpg")) == P("b.jpg")
+
+
+@pytest.mark.parametrize("rel", [
+    "_processados/a.jpg", "_falhas/sub/a.jpg", ".thumbgen/claimed/w/a.jpg", "sub/.cache/a.jpg",
+    "sub/_old/a.jpg", "sub/a.jpg.part", "sub/~$a.jpg", "sub/.DS_Store", "a/b/Thumbs.db",
+])
+def test_relative_input_ignores_any_ignored_part(box: Path, rel: str) -> None:
+    assert relative_input(box, box / rel) is None
+
+
+def test_relative_input_refuses_what_is_outside_or_the_inbox_itself(box: Path) -> None:
+    assert relative_input(box, box.parent / "elsewhere.jpg") is None
+    assert relative_input(box, box.parent / "produtos-old" / "a.jpg") is None
+    assert relative_input(box, box / ".." / "a.jpg") is None
+    assert relative_input(box, box) is None
+
+
+# -- the settle rule -------------------------------------------------------------------------------
+
+def test_a_file_is_ready_once_unchanged_for_settle_seconds(box: Path, clock: Clock) -> None:
+    write(box / "a.jpg")
+    settler = Settler(box, SETTLE, clock)
+    settler.suggest(P("a.jpg"))
+
+    assert settler.ready(10, never_busy) == []  # first look: size and mtime noted
+    clock.advance(SETTLE - 0.01)
+    assert settler.ready(10, never_busy) == []
+    clock.advance(0.01)
+    assert settler.ready(10, never_busy) == [P("a.jpg")]
+    assert len(settler) == 0
+    assert settler.ready(10, never_busy) == []  # handed over once
+
+
+def test_a_growing_file_is_not_ready(box: Path, clock: Clock) -> None:
+    path = write(box / "big.jpg", b"\xff\xd8" + b"x" * 1000)
+    settler = Settler(box, SETTLE, clock)
+    settler.suggest(P("big.jpg"))
+    assert settler.ready(10, never_busy) == []
+
+    for _ in range(5):  # still uploading: each look sees more bytes
+        with path.open("ab") as fh:
+            fh.write(b"y" * 1000)
+        clock.advance(SETTLE)
+        assert settler.ready(10, never_busy) == []
+
+    clock.advance(SETTLE - 0.5)
+    assert settler.ready(10, never_busy) == []  # the writer stopped: the window starts again
+    clock.advance(0.5)
+    assert settler.ready(10, never_busy) == [P("big.jpg")]
+
+
+def test_an_overwrite_of_the_same_size_restarts_the_window(box: Path, clock: Clock) -> None:
+    path = write(box / "a.jpg", b"1" * 100)
+    settler = Settler(box, SETTLE, clock)
+    settler.suggest(P("a.jpg"))
+    settler.ready(10, never_busy)
+
+    st = path.stat()
+    path.write_bytes(b"2" * 100)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    clock.advance(SETTLE)
+    assert settler.ready(10, never_busy) == []
+    clock.advance(SETTLE)
+    assert settler.ready(10, never_busy) == [P("a.jpg")]
+
+
+def test_settle_zero_hands_files_over_at_the_first_look(box: Path, clock: Clock) -> None:
+    write(box / "a.jpg")
+    settler = Settler(box, 0, clock)
+    settler.suggest(P("a.jpg"))
+
+    assert settler.ready(10, never_busy) == [P("a.jpg")]
+
+
+def test_a_busy_path_is_skipped_and_kept(box: Path, clock: Clock) -> None:
+    write(box / "a.jpg")
+    write(box / "b.jpg")
+    settler = Settler(box, 0, clock)
+    settler.suggest(P("a.jpg"))
+    settler.suggest(P("b.jpg"))
+    busy = {P("a.jpg")}
+
+    assert settler.ready(10, busy.__contains__) == [P("b.jpg")]
+    assert len(settler) == 1
+    busy.clear()
+    assert settler.ready(10, busy.__contains__) == [P("a.jpg")]
+
+
+def test_vanished_paths_and_folders_are_dropped(box: Path, clock: Clock) -> None:
+    path = write(box / "a.jpg")
+    (box / "folder").mkdir()
+    settler = Settler(box, SETTLE, clock)
+    for name in ("a.jpg", "never-there.jpg", "folder"):
+        settler.suggest(P(name))
+
+    assert settler.ready(10, never_busy) == []
+    assert len(settler) == 1  # only a.jpg is left to watch
+    path.unlink()
+    clock.advance(SETTLE)
+    assert settler.ready(10, never_busy) == []
+    assert len(settler) == 0
+
+
+def test_suggesting_twice_holds_the_path_once(box: Path, clock: Clock) -> None:
+    write(box / "a.jpg")
+    settler = Settler(box, SETTLE, clock)
+    for _ in range(3):
+        settler.suggest(P("a.jpg"))
+    assert len(settler) == 1
+    settler.forget(P("a.jpg"))
+    assert len(settler) == 0
+
+
+def test_ready_returns_at_most_limit(box: Path, clock: Clock) -> None:
+    for n in range(10):
+        write(box / f"{n}.jpg")
+    settler = Settler(box, 0, clock)
+    for n in range(10):
+        settler.suggest(P(f"{n}.jpg"))
+
+    first = settler.ready(4, never_busy)
+    assert len(first) == 4
+    rest = settler.ready(100, never_busy)
+    assert sorted(first + rest) == sorted(P(f"{n}.jpg") for n in range(10))
+
+
+def test_ten_thousand_paths_are_not_all_statted_every_tick(box: Path, clock: Clock,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [P(f"f{n:05}.jpg") for n in range(10_000)]
+    for rel in names:
+        (box / rel).write_bytes(b"x")
+    calls = 0
+    real_lstat = os.lstat
+
+    def counting_lstat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        nonlocal calls
+        calls += 1
+        return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inbox.os, "lstat", counting_lstat)
+    settler = Settler(box, SETTLE, clock)
+    for rel in names:
+        settler.suggest(rel)
+
+    def tick(limit: int = 8) -> tuple[int, list[PurePosixPath]]:
+        nonlocal calls
+        calls = 0
+        out = settler.ready(limit, never_busy)
+        clock.advance(0.1)
+        return calls, out
+
+    first_calls, first = tick()
+    assert first == [] and first_calls == len(names)  # each new path is looked at once
+    for _ in range(int(SETTLE / 0.1) - 1):  # inside the settle window nothing is statted
+        assert tick() == (0, [])
+    clock.now += 0.2
+    handed: list[PurePosixPath] = []
+    for _ in range(50):
+        statted, out = tick(limit=8)
+        assert statted == len(out) == 8  # the queue takes 8: only 8 are looked at, not 10 000
+        handed += out
+    statted, out = tick(limit=len(names))
+    assert statted == len(out) == len(names) - len(handed)
+    assert sorted(handed + out) == names
+    assert len(settler) == 0
