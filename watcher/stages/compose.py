@@ -124,7 +124,9 @@ class Backgrounds:
                 if im.size[0] * im.size[1] > _MAX_BACKGROUND_PIXELS:
                     raise ValueError("background has too many pixels")
                 im.draft("RGB", self.size)
-                im = ImageOps.exif_transpose(im.convert("RGBA" if "A" in im.mode else "RGB"))
+                # a palette or grey image with a tRNS chunk is transparent too
+                alpha = "A" in im.mode or "transparency" in im.info
+                im = ImageOps.exif_transpose(im.convert("RGBA" if alpha else "RGB"))
                 flat = Image.new("RGB", im.size, _WHITE)
                 flat.paste(im, mask=im.getchannel("A") if im.mode == "RGBA" else None)
                 return ImageOps.fit(flat, self.size, Image.Resampling.LANCZOS)
