@@ -110,14 +110,14 @@ def probe_write(folder: Path) -> str | None:
     """None if ``folder`` takes a write, else what is wrong, in words.
 
     A real create/write/unlink: permission bits do not stop root, a read-only mount, a full disk
-    or a folder replaced by a file do. The probe name starts with ``.`` so that the inbox and the
-    output readers ignore it.
+    or a folder replaced by a file do. The probe is named like thumbgen's temp files (hidden,
+    ``.tmp``): readers of the inbox and the output ignore it, and cleanup sweeps leftovers.
     """
     if not folder.exists():
         return "missing"
     if not folder.is_dir():
         return "not a folder"
-    probe = folder / f".thumbgen-probe-{os.getpid()}-{threading.get_ident()}"
+    probe = folder / f".thumbgen-probe-{os.getpid()}-{threading.get_ident()}.tmp"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
