@@ -8,12 +8,14 @@ the inbox: on the same host when its pid is dead, on any host when its heartbeat
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
 import socket
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from loguru import logger
@@ -44,17 +46,52 @@ def free_name(target: Path) -> Path:
     return target.with_name(f"{target.stem} ({time.time_ns()}){target.suffix}")
 
 
+def _load_renameat2() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without it (glibc < 2.28)
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; FileExistsError instead of replacing whatever is at ``dst``.
+
+    Atomic where the kernel and filesystem know RENAME_NOREPLACE (ext4, xfs, btrfs, tmpfs); on
+    the others (NFS, SMB) a check then a rename, which a file landing in between can still lose
+    to. A plain rename replaces silently, and the inbox is written by people at any moment.
+    """
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
 def move_no_clobber(src: Path, dst: Path) -> Path:
     """Rename ``src`` to ``dst`` (or a free variant of it), creating folders; returns where it went."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(5):
         target = free_name(dst)
         try:
-            # link + unlink would refuse to overwrite atomically, but breaks on FIFOs and some
-            # shares; a checked rename is enough because only the owner of a claim moves it.
-            os.rename(src, target)
+            rename_no_replace(src, target)
             return target
-        except FileExistsError:  # pragma: no cover - lost a race for the free name
+        except FileExistsError:  # something landed on the free name meanwhile: take the next
             continue
     raise FileExistsError(errno.EEXIST, "no free name", str(dst))
 
@@ -94,11 +131,17 @@ class Claims:
         src = self.inbox / rel
         dst = self.mine / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dst):
+            # an earlier claim of ours that never finished (its stage failed): never replace it
+            dst = free_name(dst)
         try:
-            os.rename(src, dst)
+            rename_no_replace(src, dst)
         except FileNotFoundError:
-            # On NFS a lost reply can make a successful rename report ENOENT: check our own folder.
+            # On NFS a lost reply can make a successful rename report ENOENT: check our own folder
+            # (dst was free before the rename, so whatever is there now is this file).
             return dst if os.path.lexists(dst) and not os.path.lexists(src) else None
+        except FileExistsError:  # pragma: no cover - only our own threads write this folder
+            return None
         return dst
 
     def release(self, claimed: Path, rel: PurePosixPath) -> Path:
