@@ -150,8 +150,10 @@ class Claims:
 
     def _claimed_files(self, folder: Path) -> Iterator[Path]:
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-            for name in filenames:
+            # a claimed link to a folder is an input like any other: moved back, never followed
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            dirnames[:] = [d for d in dirnames if d not in links]
+            for name in filenames + links:
                 if dirpath == str(folder) and name == HEARTBEAT_NAME:
                     continue
                 yield Path(dirpath) / name
