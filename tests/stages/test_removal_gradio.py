@@ -219,6 +219,7 @@ def test_a_full_queue_is_retried(remote: GradioServer, make_remover: MakeRemover
     assert remover.name == "gradio" and remote.calls() == 8
     assert requests(remover.metrics, "gradio", "queue_full") >= 1
     assert requests(remover.metrics, "gradio", "ok") == 8
+    assert remover.state()["breaker"] == "closed"  # busy is not down
 
 
 def test_a_cache_hit_makes_no_call(remote: GradioServer, make_remover: MakeRemover) -> None:
@@ -347,6 +348,8 @@ def test_breaker_opens_cools_down_and_probes_once() -> None:
     clock.now += 10
     assert breaker.state is BreakerState.HALF_OPEN
     assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.inconclusive()  # the probe found the service busy: the next caller probes
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allow()
     assert breaker.failure() is False  # the probe failed: open again (no new outage), and
     assert breaker.state is BreakerState.OPEN  # wait twice as long
     clock.now += 10

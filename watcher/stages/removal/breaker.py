@@ -23,7 +23,8 @@ class CircuitBreaker:
     - half-open: the probe's success closes it; its failure opens it again with the cool-down
       doubled (up to ``max_cooldown``), so a long outage is not probed every few seconds.
 
-    A caller that was allowed must report ``success()`` or ``failure()`` exactly once per call.
+    A caller that was allowed must report ``success()``, ``failure()`` or ``inconclusive()``
+    exactly once per call.
     """
 
     def __init__(self, threshold: int = 5, cooldown: float = 10.0, max_cooldown: float = 120.0,
@@ -77,6 +78,12 @@ class CircuitBreaker:
             self._state = BreakerState.CLOSED
             self._failures = 0
             self._cooldown = self.base_cooldown
+            self._probing = False
+
+    def inconclusive(self) -> None:
+        """The call proved nothing either way (the service is up but busy): count nothing, and
+        let the next caller probe if this one was the probe."""
+        with self._lock:
             self._probing = False
 
     def failure(self) -> bool:

@@ -18,6 +18,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import concurrent.futures  # noqa: E402
+import functools  # noqa: E402
+import ssl  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import urllib.parse  # noqa: E402
@@ -157,6 +159,9 @@ class GradioBackend:
                 download_files=False,
                 analytics_enabled=False,
                 max_workers=self._max_workers,
+                # The client makes a new httpx client for every request (2–3 per call), and
+                # each loads the CA bundle (~50 ms of CPU) unless handed a ready SSL context.
+                ssl_verify=_ssl_context(),  # type: ignore[arg-type]
                 httpx_kwargs={"timeout": httpx.Timeout(max(_STREAM_READ_SECONDS, self.timeout),
                                                        connect=_CONNECT_SECONDS)},
             )
@@ -170,7 +175,7 @@ class GradioBackend:
             if self._http is None:
                 self._http = httpx.Client(
                     timeout=httpx.Timeout(self.timeout, connect=_CONNECT_SECONDS),
-                    follow_redirects=True)
+                    follow_redirects=True, verify=_ssl_context())
             return self._http
 
     @contextmanager
@@ -198,6 +203,12 @@ class GradioBackend:
             client.close()
         if http is not None:
             http.close()
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context (certifi, or SSL_CERT_FILE / SSL_CERT_DIR) for every request."""
+    return httpx.create_ssl_context()
 
 
 def _classify(exc: Exception) -> RemoteError:

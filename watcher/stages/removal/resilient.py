@@ -31,6 +31,8 @@ from watcher.stages.removal.remote import RefusedInput, RemoteBackend, RemoteErr
 REFUSED_REASON = ("The background-removal service cannot read this photo; saving it again as a "
                   "JPEG or PNG usually helps.")
 _NO_ANSWER = {"unreachable", "timeout", "interrupted"}  # kinds where nobody answered
+# The service is up but busy: back off and retry, but this is no outage for the breaker.
+_BUSY = {"queue_full", "rate_limited"}
 _REFUSALS_KEPT = 1000
 
 
@@ -218,14 +220,18 @@ class RemoteRemover:
             episode, self._episode = self._episode, None
             self._fallback_in_use = False
         if episode is not None:
-            how = "made locally" if self.fallback is not None else "sent back to wait"
+            how = ("cut-out(s) were made locally" if self.fallback is not None else
+                   "time(s) a file was sent back to wait")
             logger.bind(stage="remove").info(
-                "remote background removal ({}) is back after {:.0f} s; {:.0f} file(s) were {} "
-                "meanwhile", self.remote.endpoint, time.monotonic() - episode["since"],
-                episode["files"], how)
+                "remote background removal ({}) is back after {:.0f} s; meanwhile {:.0f} {}",
+                self.remote.endpoint, time.monotonic() - episode["since"], episode["files"], how)
 
     def _failed(self, exc: RemoteError) -> None:
-        opened = self.breaker.failure()
+        if exc.kind in _BUSY:
+            self.breaker.inconclusive()
+            opened = False
+        else:
+            opened = self.breaker.failure()
         self.metrics.removal_requests.labels(self.remote.name, exc.kind).inc()
         with self._lock:
             self._reachable = exc.kind not in _NO_ANSWER
