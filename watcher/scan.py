@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from loguru import logger
+
 from watcher.inbox import is_ignored_name
 
 
@@ -22,7 +24,10 @@ def scan(inbox: Path, start: Path | None = None) -> Iterator[PurePosixPath]:
         folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since it was listed
+        except OSError as exc:  # unreadable, or a share's ESTALE/EIO: scan the rest
+            logger.warning("cannot scan {}: {}", folder, exc)
             continue
         for entry in entries:
             if is_ignored_name(entry.name):
