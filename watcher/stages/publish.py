@@ -15,6 +15,14 @@ from pathlib import Path, PurePosixPath
 from watcher.claim import fsync_dir, move_no_clobber
 
 TEMP_SUFFIX = ".tmp"
+NOTE_SUFFIX = ".erro.txt"
+# bytes in one name on Linux filesystems: derived names (temp, note) must stay within it
+_NAME_MAX = 255
+
+
+def _cut(name: str, limit: int) -> str:
+    """``name`` shortened to at most ``limit`` bytes on disk, never splitting a character."""
+    return os.fsencode(name)[:limit].decode("utf-8", "ignore")
 
 
 def _inside(root: Path, rel: PurePosixPath) -> Path:
@@ -45,7 +53,8 @@ def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str) -> tuple
     """Write ``data`` to ``root/rel`` atomically; returns (path, whether it replaced a file)."""
     target = _inside(root, rel)
     folder = _make_dirs(root, rel.parent)
-    temp = folder / f".{target.name}.{tag}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    # the random part makes it unique; the name and tag only tell a human whose it is
+    temp = folder / f".{_cut(target.name, 100)}.{_cut(tag, 40)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         view = memoryview(data)
@@ -86,6 +95,10 @@ def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str,
             f"error: {error}\n"
             f"detail: {detail}\n"
             f"time: {when}\n")
-    note_rel = PurePosixPath(where.relative_to(failed_root).as_posix() + ".erro.txt")
-    write_atomic(failed_root, note_rel, text.encode("utf-8"), "erro")
+    note = where.name + NOTE_SUFFIX
+    if len(os.fsencode(note)) > _NAME_MAX:
+        note = _cut(where.name, _NAME_MAX - len(NOTE_SUFFIX)) + NOTE_SUFFIX
+    note_rel = PurePosixPath(where.relative_to(failed_root).parent.as_posix(), note)
+    # a name that is not UTF-8 (old Windows shares) is written back as the bytes it came as
+    write_atomic(failed_root, note_rel, text.encode("utf-8", "surrogateescape"), "erro")
     return where
