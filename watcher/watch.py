@@ -90,7 +90,11 @@ class Watch:
         self.active_mode = mode
         self.observer: BaseObserver | None = None
         self.overflow = OverflowFlag()
-        logging.getLogger("watchdog.observers").addHandler(self.overflow)
+        watchdog_log = logging.getLogger("watchdog.observers")
+        watchdog_log.addHandler(self.overflow)
+        if not logging.NOTSET < watchdog_log.level <= logging.WARNING:
+            # pinned: a root level of ERROR would drop the overflow warning before it got here
+            watchdog_log.setLevel(logging.WARNING)
 
     def start(self) -> None:
         mode = "native" if self.mode == "auto" else self.mode
