@@ -1,0 +1,316 @@
+"""The watchdog side, on a real inotify observer over a temp folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from watcher.watch import InboxHandler, OverflowFlag, Watch
+
+P = PurePosixPath
+WAIT = 5.0
+
+
+class Recorder:
+    """The callbacks of an InboxHandler: what reached them, and a way to wait for it."""
+
+    def __init__(self) -> None:
+        self.files: list[PurePosixPath] = []
+        self.folders: list[Path] = []
+        self._changed = threading.Condition()
+
+    def on_file(self, rel: PurePosixPath) -> None:
+        with self._changed:
+            self.files.append(rel)
+            self._changed.notify_all()
+
+    def on_folder(self, folder: Path) -> None:
+        with self._changed:
+            self.folders.append(folder)
+            self._changed.notify_all()
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def got_file(self, rel: str) -> bool:
+        return self.wait(lambda: P(rel) in self.files)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Path:
+    folder = tmp_path / "produtos"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    folder = tmp_path / "elsewhere"  # same filesystem, outside the watched tree
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def watching(box: Path, recorder: Recorder) -> Iterator[Watch]:
+    watch = Watch(box, "native", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    watch.start()
+    assert watch.active_mode == "native"
+    yield watch
+    watch.stop()
+
+
+def settle_events() -> None:
+    """inotify delivers in well under a millisecond; give the observer thread a moment."""
+    time.sleep(0.3)
+
+
+# -- what reaches the callbacks --------------------------------------------------------------------
+
+def test_a_created_file(watching: Watch, box: Path, recorder: Recorder) -> None:
+    (box / "sub").mkdir()
+    (box / "sub" / "a.jpg").write_bytes(b"photo")
+
+    assert recorder.got_file("sub/a.jpg")
+
+
+def test_a_file_moved_in_from_outside(watching: Watch, box: Path, outside: Path,
+                                      recorder: Recorder) -> None:
+    (outside / "a.jpg").write_bytes(b"photo")
+    settle_events()
+
+    os.rename(outside / "a.jpg", box / "a.jpg")
+
+    assert recorder.got_file("a.jpg")
+
+
+def test_a_part_file_renamed_in(watching: Watch, box: Path, recorder: Recorder) -> None:
+    with (box / "a.jpg.part").open("wb") as fh:
+        fh.write(b"photo")
+    settle_events()
+
+    os.rename(box / "a.jpg.part", box / "a.jpg")
+
+    assert recorder.got_file("a.jpg")
+    settle_events()
+    assert P("a.jpg.part") not in recorder.files
+
+
+def test_an_overwrite_in_place(box: Path, recorder: Recorder) -> None:
+    (box / "a.jpg").write_bytes(b"old")  # there before the watch: no created event later
+    watch = Watch(box, "native", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    watch.start()
+    try:
+        settle_events()
+        assert recorder.files == []
+        with (box / "a.jpg").open("r+b") as fh:
+            fh.write(b"new")
+
+        assert recorder.got_file("a.jpg")
+    finally:
+        watch.stop()
+
+
+def test_a_folder_moved_in(watching: Watch, box: Path, outside: Path,
+                           recorder: Recorder) -> None:
+    (outside / "lote" / "fundo").mkdir(parents=True)
+    (outside / "lote" / "a.jpg").write_bytes(b"photo")
+    (outside / "lote" / "fundo" / "b.jpg").write_bytes(b"photo")
+    settle_events()
+
+    os.rename(outside / "lote", box / "lote")
+
+    assert recorder.wait(lambda: box / "lote" in recorder.folders)
+
+
+# watchdog warns when nested folders appear faster than it adds watches for them
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_ignored_names_and_places_never_reach_the_callbacks(watching: Watch, box: Path,
+                                                            recorder: Recorder) -> None:
+    for rel in ("_processados/a.jpg", ".thumbgen/claimed/w/b.jpg", "c.jpg.part", "d.tmp",
+                "Thumbs.db", ".DS_Store", "sub/_rascunho/e.jpg"):
+        (box / rel).parent.mkdir(parents=True, exist_ok=True)
+        (box / rel).write_bytes(b"x")
+    (box / "last.jpg").write_bytes(b"x")
+
+    assert recorder.got_file("last.jpg")
+    settle_events()
+    assert set(recorder.files) == {P("last.jpg")}
+    assert recorder.folders == [box / "sub"]
+
+
+def test_a_file_moved_out_is_not_reported(watching: Watch, box: Path, outside: Path,
+                                          recorder: Recorder) -> None:
+    (box / "a.jpg").write_bytes(b"x")
+    assert recorder.got_file("a.jpg")
+    recorder.files.clear()
+
+    os.rename(box / "a.jpg", outside / "a.jpg")
+    (box / "b.jpg").write_bytes(b"x")
+
+    assert recorder.got_file("b.jpg")
+    assert P("a.jpg") not in recorder.files
+
+
+# -- the handler never raises ----------------------------------------------------------------------
+
+def test_a_callback_that_raises_never_kills_the_observer(box: Path, recorder: Recorder) -> None:
+    calls: list[PurePosixPath] = []
+
+    def explode_once(rel: PurePosixPath) -> None:
+        calls.append(rel)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the callback")
+        recorder.on_file(rel)
+
+    handler = InboxHandler(box, explode_once, recorder.on_folder)
+    watch = Watch(box, "native", handler)
+    watch.start()
+    try:
+        (box / "first.jpg").write_bytes(b"x")
+        assert recorder.wait(lambda: handler.errors >= 1)
+        (box / "second.jpg").write_bytes(b"x")
+
+        assert recorder.got_file("second.jpg")
+        assert watch.alive()
+        assert calls[0] == P("first.jpg")
+    finally:
+        watch.stop()
+
+
+def test_the_handler_survives_events_it_cannot_read(box: Path, recorder: Recorder) -> None:
+    class Odd(FileSystemEvent):
+        event_type = "created"
+
+    handler = InboxHandler(box, recorder.on_file, recorder.on_folder)
+    handler.dispatch(Odd(b"\xff\xfe/not-utf8"))  # bytes that do not decode
+    handler.dispatch(Odd(str(box / "ok.jpg")))
+
+    assert handler.errors == 1
+    assert recorder.files == [P("ok.jpg")]
+
+
+# -- a dead observer -------------------------------------------------------------------------------
+
+class Exploding(FileSystemEventHandler):
+    """A handler outside our control: its exception ends the observer thread, as in NOTES."""
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        raise RuntimeError("boom")
+
+
+def test_alive_is_false_once_the_observer_thread_died_and_restart_revives_it(
+        watching: Watch, box: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the death is expected
+    assert watching.alive()
+    observer = watching.observer
+    assert observer is not None
+    observer.schedule(Exploding(), str(box))
+    (box / "kills.jpg").write_bytes(b"x")
+    observer.join(WAIT)
+
+    assert not observer.is_alive()
+    assert not watching.alive()
+
+    watching.restart()
+
+    assert watching.alive()
+    assert watching.observer is not observer
+    (box / "after.jpg").write_bytes(b"x")
+    assert recorder.got_file("after.jpg")
+
+
+def test_alive_is_false_after_a_stop_and_restart_brings_it_back(watching: Watch, box: Path,
+                                                                recorder: Recorder) -> None:
+    observer = watching.observer
+    assert observer is not None
+    observer.stop()
+    observer.join(WAIT)
+    assert not watching.alive()
+
+    watching.restart()
+
+    assert watching.alive()
+    (box / "after.jpg").write_bytes(b"x")
+    assert recorder.got_file("after.jpg")
+
+
+def test_a_watch_never_started_is_not_alive(box: Path, recorder: Recorder) -> None:
+    watch = Watch(box, "native", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    try:
+        assert not watch.alive()
+    finally:
+        watch.stop()
+
+
+def test_polling_mode_sees_files_too(box: Path, recorder: Recorder) -> None:
+    watch = Watch(box, "polling", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    watch.start()
+    try:
+        assert watch.active_mode == "polling"
+        (box / "polled.jpg").write_bytes(b"x")
+        assert recorder.wait(lambda: P("polled.jpg") in recorder.files, timeout=10)
+    finally:
+        watch.stop()
+
+
+# -- inotify overflow ------------------------------------------------------------------------------
+
+OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+
+
+def test_the_overflow_log_line_sets_the_flag(watching: Watch) -> None:
+    assert not watching.overflow.event.is_set()
+    logging.getLogger(OVERFLOW_LOGGER).info("an unrelated line")
+    logging.getLogger(OVERFLOW_LOGGER).warning("something else went wrong")
+    assert not watching.overflow.event.is_set()
+
+    logging.getLogger(OVERFLOW_LOGGER).warning(
+        "Inotify queue overflowed; filesystem events were lost")
+
+    assert watching.overflow.event.is_set()
+
+
+def test_the_overflow_flag_works_whatever_the_root_logger_level(watching: Watch) -> None:
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.ERROR)  # an embedding program that only wants errors
+    try:
+        logging.getLogger(OVERFLOW_LOGGER).warning(
+            "Inotify queue overflowed; filesystem events were lost")
+    finally:
+        root.setLevel(before)
+
+    assert watching.overflow.event.is_set()
+
+
+def test_a_stopped_watch_no_longer_listens(box: Path, recorder: Recorder) -> None:
+    watch = Watch(box, "native", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    flag = watch.overflow
+    watch.stop()
+
+    logging.getLogger(OVERFLOW_LOGGER).warning("Inotify queue overflowed")
+
+    assert not flag.event.is_set()
+    assert flag not in logging.getLogger("watchdog.observers").handlers
+
+
+def test_overflow_flag_alone() -> None:
+    flag = OverflowFlag()
+    record = logging.LogRecord(OVERFLOW_LOGGER, logging.WARNING, __file__, 1,
+                               "Inotify queue overflowed; reconciling recursive watches below %r",
+                               ("/x",), None)
+    flag.handle(record)
+    assert flag.event.is_set()
