@@ -54,7 +54,8 @@ def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str) -> tuple
     target = _inside(root, rel)
     folder = _make_dirs(root, rel.parent)
     # the random part makes it unique; the name and tag only tell a human whose it is
-    temp = folder / f".{_cut(target.name, 100)}.{_cut(tag, 40)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    hidden = f".{_cut(target.name, 100)}.{_cut(tag, 40)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    temp = folder / hidden
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         view = memoryview(data)

@@ -136,7 +136,7 @@ def decode(data: bytes, limits: Limits) -> Photo:
             original_size = im.size
             _check_pixels(im, limits.max_pixels)
             if fmt == "jpeg":
-                # let the JPEG decoder scale by 1/2, 1/4, 1/8 while decoding: far less work and memory
+                # let the JPEG decoder scale by 1/2, 1/4, 1/8 while decoding: less work, less memory
                 im.draft("RGB", _draft_size(im, limits.target))
             im.load()
             image = _normalise(im, limits.target)
