@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import io
 import os
 import threading
 import time
@@ -252,6 +254,38 @@ def test_the_server_killed_mid_call(tmp_path: Path,
         assert remover.state()["reachable"] is False  # the retry found nobody there
     finally:
         server.stop()
+
+
+def test_the_token_is_never_sent_to_another_host_named_in_an_answer(
+        remote: GradioServer, tmp_path: Path) -> None:
+    seen: list[dict[str, str]] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            seen.append(dict(self.headers))
+            body = io.BytesIO()
+            Image.new("RGBA", (32, 24)).save(body, format="PNG")
+            self.send_response(200)
+            self.send_header("Content-Length", str(body.tell()))
+            self.end_headers()
+            self.wfile.write(body.getvalue())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    backend = GradioBackend(remote.url, "/png", token="hf_" + "x" * 30, temp_dir=tmp_path)
+    try:
+        client = backend._get_client()
+        assert "x-hf-authorization" in client.headers  # sent to the Gradio app itself
+        backend._download(client, f"http://127.0.0.1:{elsewhere.server_port}/r.png",
+                          tmp_path / "r.png")
+    finally:
+        backend.close()
+        elsewhere.shutdown()
+    assert seen and not any(k.lower() in ("x-hf-authorization", "authorization", "cookie")
+                            for k in seen[0])
 
 
 # -- without a server --------------------------------------------------------------------------

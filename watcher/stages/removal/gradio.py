@@ -50,6 +50,7 @@ _STREAM_READ_SECONDS = 60.0
 _MAX_RESULT_BYTES = 64 * 1024**2
 _UPLOAD_QUALITY = 95  # JPEG, 4:4:4: a few ms to encode, and no visible loss for a mask
 _ASPECT_TOLERANCE = 0.01
+_RESULT_FORMATS = ["PNG", "WEBP", "TIFF", "GIF"]  # formats that carry transparency
 _LOCAL_HOSTS = "127.0.0.1,localhost,::1"
 BREAKER_THRESHOLD = 5  # failed attempts in a row
 BREAKER_MAX_FIRST_COOLDOWN = 30.0
@@ -116,10 +117,15 @@ class GradioBackend:
                 self._jobs.discard(job)
 
     def _download(self, client: Client, url: str, dest: Path) -> None:
+        # the token and cookies go only where they came from, never to a host the answer names
+        same_origin = _origin(url) == _origin(client.src_prefixed)
+        headers, cookies = (client.headers, client.cookies) if same_origin else ({}, {})
         try:
-            with self._get_http().stream("GET", url, headers=client.headers,
-                                         cookies=client.cookies) as response:
-                if response.status_code == 429 or response.status_code >= 500:
+            with self._get_http().stream("GET", url, headers=headers,
+                                         cookies=cookies) as response:
+                if response.status_code == 429:
+                    raise TransientError("rate_limited", "result download answered 429")
+                if response.status_code >= 500:
                     raise TransientError("server_error",
                                          f"result download answered {response.status_code}")
                 if response.status_code != 200:
@@ -255,11 +261,16 @@ def _file_url(client: Client, result: Any) -> str:
     raise RemoteError("bad_result", f"the result names no file: {result!r}")
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or ""), parts.port
+
+
 def _read_mask(path: Path, size: tuple[int, int]) -> Image.Image:
     """The alpha of the returned image, checked and scaled to ``size``."""
     width, height = size
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=_RESULT_FORMATS) as im:
             if im.width * im.height > 4 * width * height + 1_000_000:
                 raise RemoteError("bad_result", f"the result is {im.width}×{im.height}, far "
                                   f"larger than the {width}×{height} photo")

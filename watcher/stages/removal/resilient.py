@@ -194,8 +194,11 @@ class RemoteRemover:
             except RemoteError as exc:
                 self._failed(exc)
                 raise
+            except _Stopping:
+                self.breaker.inconclusive()
+                raise
             except BaseException:
-                self.breaker.failure()  # a bug or a stop must not leave the probe taken
+                self.breaker.failure()  # a bug must not leave the probe taken
                 raise
             self._succeeded()
             return mask
