@@ -97,6 +97,7 @@ def process(settings: Settings, claims: Claims) -> Callable[..., Job]:
     pipelines: dict[int, Pipeline] = {}
 
     def run(remover: Remover, rel: str, data: bytes) -> Job:
+        assert isinstance(remover, Remover)  # the doubles keep the real contract
         pipeline = pipelines.setdefault(
             id(remover), Pipeline(settings, remover, Metrics(CollectorRegistry())))
         path = settings.upload_path / rel

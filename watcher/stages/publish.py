@@ -86,7 +86,7 @@ def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) ->
 
 def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, stage: str,
            error: str, detail: str) -> Path:
-    """Move the input, byte-for-byte, to ``_falhas/<rel>`` and write ``<name>.erro.txt`` beside it."""
+    """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it."""
     _make_dirs(failed_root, rel.parent)
     where = move_no_clobber(claimed, _inside(failed_root, rel))
     when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
