@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -45,11 +46,12 @@ def relative_input(inbox: Path, path: str | os.PathLike[str]) -> PurePosixPath |
     return PurePosixPath(*parts)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    size: int
-    mtime_ns: int
-    stable_since: float
+    due: float  # when to look at the file next
+    size: int = -1
+    mtime_ns: int = -1
+    looked: bool = False  # size and mtime noted at least once
 
 
 class Settler:
@@ -57,7 +59,15 @@ class Settler:
 
     Thread-safe: the watchdog thread and the rescan call ``suggest``; the main loop calls
     ``ready`` to collect what has settled. Holds paths only, never file contents.
+
+    A path is looked at (``lstat``) when it arrives and again each time it is due, never in
+    between: paths wait in a queue ordered by when they are due, so a tick does work for what it
+    looks at, not for a backlog of ten thousand that is still settling.
     """
+
+    # lstat calls per ``ready``: a burst found by a rescan of a slow share is looked at over a
+    # few ticks instead of stalling the main loop (and its watchdog ping) for seconds.
+    STAT_BUDGET = 1000
 
     def __init__(self, inbox: Path, settle_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -65,14 +75,19 @@ class Settler:
         self._settle = settle_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[PurePosixPath, _Pending | None] = {}
+        self._pending: dict[PurePosixPath, _Pending] = {}
+        # (due, path, entry) roughly in due order; an item whose entry was forgotten or has
+        # become due later is stale and skipped.
+        self._due: deque[tuple[float, PurePosixPath, _Pending]] = deque()
 
     def suggest(self, rel: PurePosixPath) -> None:
         with self._lock:
             if rel in self._pending:
-                # an event on a known path restarts nothing by itself: the next stat decides
+                # an event on a known path restarts nothing by itself: the next look decides
                 return
-            self._pending[rel] = None
+            entry = _Pending(due=self._clock())
+            self._pending[rel] = entry
+            self._due.append((entry.due, rel, entry))
 
     def forget(self, rel: PurePosixPath) -> None:
         with self._lock:
@@ -85,42 +100,56 @@ class Settler:
     def ready(self, limit: int, busy: Callable[[PurePosixPath], bool]) -> list[PurePosixPath]:
         """Up to ``limit`` paths that have settled, removed from the table.
 
-        Paths that vanished are dropped; ``busy`` paths (queued or in flight) are skipped for now.
+        Paths that vanished are dropped; ``busy`` paths (queued or in flight) are skipped and
+        looked at again a settle period later.
         """
         now = self._clock()
-        with self._lock:
-            candidates = list(self._pending.items())
-        settled: list[PurePosixPath] = []
-        gone: list[PurePosixPath] = []
-        updates: dict[PurePosixPath, _Pending] = {}
-        for rel, seen in candidates:
-            if len(settled) >= limit:
+        settled: list[tuple[PurePosixPath, _Pending]] = []
+        again: list[tuple[PurePosixPath, _Pending]] = []
+        gone: list[tuple[PurePosixPath, _Pending]] = []
+        looks = 0
+        while len(settled) < limit and looks < self.STAT_BUDGET:
+            item = self._next_due(now)
+            if item is None:
                 break
+            rel, entry = item
             if busy(rel):
+                again.append(item)
                 continue
-            if seen is not None and now - seen.stable_since < self._settle:
-                continue  # not due yet: a change inside the window shows at the due check
-            try:
+            looks += 1
+            try:  # outside the lock: on a share one lstat can take milliseconds
                 st = os.lstat(self._inbox / rel)
             except OSError:
-                gone.append(rel)
+                gone.append(item)
                 continue
             if stat.S_ISDIR(st.st_mode):
-                gone.append(rel)
+                gone.append(item)
                 continue
-            if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-                updates[rel] = _Pending(st.st_size, st.st_mtime_ns, now)
+            if not entry.looked or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                entry.size, entry.mtime_ns, entry.looked = st.st_size, st.st_mtime_ns, True
                 if self._settle > 0:
+                    again.append(item)  # new or changed: the window starts now
                     continue
-                seen = updates[rel]
-            if now - seen.stable_since >= self._settle:
-                settled.append(rel)
+            settled.append(item)
         with self._lock:
-            for rel in gone:
-                self._pending.pop(rel, None)
-            for rel in settled:
-                self._pending.pop(rel, None)
-            for rel, entry in updates.items():
-                if rel in self._pending and rel not in settled:
-                    self._pending[rel] = entry
-        return settled
+            for rel, entry in settled + gone:
+                if self._pending.get(rel) is entry:
+                    del self._pending[rel]
+            for rel, entry in again:
+                if self._pending.get(rel) is entry:
+                    entry.due = now + self._settle
+                    self._due.append((entry.due, rel, entry))
+        return [rel for rel, _ in settled]
+
+    def _next_due(self, now: float) -> tuple[PurePosixPath, _Pending] | None:
+        with self._lock:
+            while self._due:
+                due, rel, entry = self._due[0]
+                if self._pending.get(rel) is not entry or entry.due != due:
+                    self._due.popleft()  # stale
+                    continue
+                if due > now:
+                    return None
+                self._due.popleft()
+                return rel, entry
+            return None
