@@ -202,40 +202,85 @@ def test_ready_returns_at_most_limit(box: Path, clock: Clock) -> None:
 
 def test_ten_thousand_paths_are_not_all_statted_every_tick(box: Path, clock: Clock,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each path is looked at once on arrival and once when due; a tick does work for what it
+    hands over, not for everything that waits (``busy`` is asked only about paths looked at)."""
     names = [P(f"f{n:05}.jpg") for n in range(10_000)]
     for rel in names:
         (box / rel).write_bytes(b"x")
-    calls = 0
+    stats = asked = 0
     real_lstat = os.lstat
 
     def counting_lstat(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        nonlocal calls
-        calls += 1
+        nonlocal stats
+        stats += 1
         return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_busy(rel: PurePosixPath) -> bool:
+        nonlocal asked
+        asked += 1
+        return False
 
     monkeypatch.setattr(inbox.os, "lstat", counting_lstat)
     settler = Settler(box, SETTLE, clock)
     for rel in names:
         settler.suggest(rel)
 
-    def tick(limit: int = 8) -> tuple[int, list[PurePosixPath]]:
-        nonlocal calls
-        calls = 0
-        out = settler.ready(limit, never_busy)
+    def tick(limit: int = 8) -> tuple[int, int, list[PurePosixPath]]:
+        nonlocal stats, asked
+        stats = asked = 0
+        out = settler.ready(limit, counting_busy)
         clock.advance(0.1)
-        return calls, out
+        return stats, asked, out
 
-    first_calls, first = tick()
-    assert first == [] and first_calls == len(names)  # each new path is looked at once
-    for _ in range(int(SETTLE / 0.1) - 1):  # inside the settle window nothing is statted
-        assert tick() == (0, [])
-    clock.now += 0.2
+    first_looks = 0
+    while first_looks < len(names):  # arrivals: looked at once each, a bounded number per tick
+        statted, busy_asked, out = tick()
+        assert out == [] and 0 < statted <= Settler.STAT_BUDGET and busy_asked == statted
+        first_looks += statted
+    assert first_looks == len(names)
+    while clock.now < 1000.0 + SETTLE:  # inside the settle window: nothing to do, nothing done
+        assert tick() == (0, 0, [])
     handed: list[PurePosixPath] = []
     for _ in range(50):
-        statted, out = tick(limit=8)
-        assert statted == len(out) == 8  # the queue takes 8: only 8 are looked at, not 10 000
+        statted, busy_asked, out = tick(limit=8)
+        assert statted == busy_asked == len(out) == 8  # the queue takes 8: 8 looked at
         handed += out
-    statted, out = tick(limit=len(names))
-    assert statted == len(out) == len(names) - len(handed)
-    assert sorted(handed + out) == names
+    clock.advance(SETTLE)
+    while len(settler):
+        statted, _, out = tick(limit=len(names))
+        assert statted == len(out) <= Settler.STAT_BUDGET
+        handed += out
+    assert sorted(handed) == names
+
+
+def test_a_busy_path_costs_nothing_until_it_is_due_again(box: Path, clock: Clock) -> None:
+    write(box / "a.jpg")
+    settler = Settler(box, SETTLE, clock)
+    settler.suggest(P("a.jpg"))
+    asked: list[PurePosixPath] = []
+
+    def busy(rel: PurePosixPath) -> bool:
+        asked.append(rel)
+        return True
+
+    assert settler.ready(10, busy) == []
+    for _ in range(int(SETTLE / 0.1) - 1):
+        clock.advance(0.1)
+        settler.ready(10, busy)
+    assert asked == [P("a.jpg")]
+    clock.advance(0.1)
+    assert settler.ready(10, never_busy) == []  # first look now: it was never statted
+    clock.advance(SETTLE)
+    assert settler.ready(10, never_busy) == [P("a.jpg")]
+
+
+def test_a_forgotten_then_suggested_path_is_handed_over_once(box: Path, clock: Clock) -> None:
+    write(box / "a.jpg")
+    settler = Settler(box, 0, clock)
+    settler.suggest(P("a.jpg"))
+    settler.forget(P("a.jpg"))
+    settler.suggest(P("a.jpg"))
+
+    assert settler.ready(10, never_busy) == [P("a.jpg")]
+    assert settler.ready(10, never_busy) == []
     assert len(settler) == 0
