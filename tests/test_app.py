@@ -1,0 +1,149 @@
+"""The App in-process: real watcher, real workers, the real local model, its main loop in a thread."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image
+
+from tests.conftest import HangingRemover
+from tests.e2e.conftest import wait_for
+from watcher.stages.removal.local import LocalRemover
+
+RunningApp = Callable[..., tuple[Any, Any]]
+
+
+def sample(app: Any, name: str, **labels: str) -> float:
+    return app.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def deafen(app: Any) -> Any:
+    """Keep the observer thread alive but stop its events: what a lost event looks like."""
+    observer = app.watch.observer
+    observer.unschedule_all()
+    return observer
+
+
+def test_the_app_turns_dropped_photos_into_thumbnails(running_app: RunningApp, model_path: Path,
+                                                      data_dir: Path) -> None:
+    app, _ = running_app(LocalRemover(model_path), MODEL_PATH=model_path)
+    inbox, out = app.settings.upload_path, app.settings.output_path
+    (inbox / "canecas").mkdir()
+    shutil.copyfile(data_dir / "products" / "books.jpg", inbox / "books.jpg")
+    shutil.copyfile(data_dir / "products" / "mugs.jpg", inbox / "canecas" / "mugs.jpg")
+
+    wait_for(lambda: app.pool.done_count == 2, 60, message="two thumbnails")
+
+    for rel in ("books.jpg", "canecas/mugs.jpg"):
+        with Image.open(out / rel) as thumb:
+            assert (thumb.format, thumb.size) == ("JPEG", (300, 300))
+        original = (data_dir / "products" / Path(rel).name).read_bytes()
+        assert (app.settings.processed_path / rel).read_bytes() == original
+        assert not (inbox / rel).exists()
+    assert sample(app, "thumbgen_files_total", outcome="done") == 2
+    assert not list((app.settings.state_path / "claimed" / "test-worker").rglob("*.jpg"))
+
+
+def test_a_folder_moved_in_is_processed(running_app: RunningApp, model_path: Path,
+                                        data_dir: Path, tmp_path: Path) -> None:
+    app, _ = running_app(LocalRemover(model_path), MODEL_PATH=model_path, RESCAN_INTERVAL=3600)
+    batch = tmp_path / "lote"
+    (batch / "fundo").mkdir(parents=True)
+    shutil.copyfile(data_dir / "products" / "books.jpg", batch / "a.jpg")
+    shutil.copyfile(data_dir / "products" / "mugs.jpg", batch / "fundo" / "b.jpg")
+
+    os.rename(batch, app.settings.upload_path / "lote")
+
+    wait_for(lambda: app.pool.done_count == 2, 60, message="the moved-in folder processed")
+    assert (app.settings.output_path / "lote" / "a.jpg").is_file()
+    assert (app.settings.output_path / "lote" / "fundo" / "b.jpg").is_file()
+
+
+def test_a_dead_observer_is_restarted_and_a_rescan_finds_what_it_missed(
+        running_app: RunningApp, model_path: Path, data_dir: Path) -> None:
+    app, health = running_app(LocalRemover(model_path), MODEL_PATH=model_path,
+                              RESCAN_INTERVAL=3600)
+    observer = deafen(app)
+    shutil.copyfile(data_dir / "products" / "books.jpg", app.settings.upload_path / "books.jpg")
+    time.sleep(0.5)
+    assert app.pool.done_count == 0  # no event, no timer rescan: nobody knows it is there
+
+    observer.stop()  # the observer thread ends
+    observer.join(5)
+
+    wait_for(lambda: app.pool.done_count == 1, 60, message="the missed photo processed")
+    assert app.watch.alive()
+    assert app.watch.observer is not observer
+    assert sample(app, "thumbgen_observer_restarts_total") == 1
+    assert sample(app, "thumbgen_rescans_total", reason="observer restart") == 1
+    assert (app.settings.output_path / "books.jpg").is_file()
+    shutil.copyfile(data_dir / "products" / "mugs.jpg", app.settings.upload_path / "mugs.jpg")
+    wait_for(lambda: app.pool.done_count == 2, 60, message="the new observer's event")
+
+
+def test_an_inotify_overflow_triggers_a_rescan(running_app: RunningApp, model_path: Path,
+                                               data_dir: Path) -> None:
+    app, _ = running_app(LocalRemover(model_path), MODEL_PATH=model_path, RESCAN_INTERVAL=3600)
+    deafen(app)
+    shutil.copyfile(data_dir / "products" / "books.jpg", app.settings.upload_path / "books.jpg")
+    time.sleep(0.5)
+    assert app.pool.done_count == 0
+
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost")
+
+    wait_for(lambda: app.pool.done_count == 1, 60, message="the photo found by the rescan")
+    assert sample(app, "thumbgen_rescans_total", reason="overflow") == 1
+    assert not app.watch.overflow.event.is_set()
+
+
+def tiny_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24), (10, 120, 200)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_a_burst_of_10000_files_with_slow_workers_never_grows_the_queue(
+        running_app: RunningApp) -> None:
+    remover = HangingRemover()  # every worker gets stuck on its first photo
+    app, _ = running_app(remover, RESCAN_INTERVAL=3600)
+    inbox = app.settings.upload_path
+    maxsize = app.work._queue.maxsize
+    threads = len(app.pool._threads)
+    data = tiny_jpeg()
+    peak = 0
+
+    def check() -> None:
+        nonlocal peak
+        held = list(app.work._queue.queue)
+        assert len(held) <= maxsize
+        assert all(type(item) is PurePosixPath for item in held)  # paths, never image data
+        assert len(app.work._busy) <= maxsize + threads
+        assert len(app.pool.in_flight) <= threads
+        peak = max(peak, len(held))
+
+    for n in range(10_000):
+        (inbox / f"b{n // 1000}").mkdir(exist_ok=True)
+        (inbox / f"b{n // 1000}" / f"{n:05}.jpg").write_bytes(data)
+        if n % 500 == 0:
+            check()
+    assert remover.entered.wait(10)
+    wait_for(lambda: len(app.settler) + app.work.qsize() + len(app.pool.in_flight) >= 10_000
+             and app.work.free() == 0, 30, message="every file seen, the queue full")
+    for _ in range(10):
+        check()
+        time.sleep(0.05)
+
+    assert peak == maxsize
+    assert len(app.pool.in_flight) == threads
+    claimed = list((app.settings.state_path / "claimed").rglob("*.jpg"))
+    assert len(claimed) == threads  # only what is in flight has left the inbox
+    assert app.queue_depth() == 10_000 - threads
+    assert sample(app, "thumbgen_queue_depth") == 10_000 - threads
