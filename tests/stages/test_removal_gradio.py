@@ -179,6 +179,22 @@ def test_a_raising_app_without_fallback_makes_files_wait_never_reject(
     assert remote.calls() == 4 + 3  # from the second refusal on, a control photo is refused too
 
 
+def test_without_fallback_a_paused_remote_is_waited_for_briefly(
+        remote: GradioServer, make_remover: MakeRemover) -> None:
+    remote.set(**{"raise": "model crashed"})
+    remover = make_remover(remote.url, threshold=1, cooldown=1.0)
+    with pytest.raises(RemovalUnavailable):
+        remover.mask(product())
+    assert remover.state()["breaker"] == "open"
+    remote.set()  # the app is mended
+
+    start = time.monotonic()
+    assert_is_the_box(remover.mask(product(shade=3)), (320, 240))  # no trip back to the inbox
+
+    assert 0.5 < time.monotonic() - start < 4.0  # it waited for the probe, then was the probe
+    assert remover.state()["breaker"] == "closed"
+
+
 def test_an_input_the_app_cannot_read_is_rejected_with_a_plain_reason(
         remote: GradioServer, make_remover: MakeRemover) -> None:
     remote.set(refuse_width=321)

@@ -34,6 +34,11 @@ _NO_ANSWER = {"unreachable", "timeout", "interrupted"}  # kinds where nobody ans
 # The service is up but busy: back off and retry, but this is no outage for the breaker.
 _BUSY = {"queue_full", "rate_limited"}
 _REFUSALS_KEPT = 1000
+# Without a fallback, a call that finds the breaker open waits this long for the next probe
+# (holding its file's claim) instead of sending the file straight back to the inbox, where it
+# would be picked up, decoded and sent back again a moment later.
+PAUSED_WAIT = 5.0
+_PAUSED_POLL = 0.25
 
 
 def _control_photo() -> Image.Image:
@@ -167,19 +172,29 @@ class RemoteRemover:
     def _call(self, image: Image.Image) -> Image.Image:
         """Up to ``backoff.attempts`` attempts; raises the last RemoteError."""
         last: RemoteError | None = None
+        patience = time.monotonic() + (PAUSED_WAIT if self.fallback is None else 0.0)
         for attempt in range(1, self.backoff.attempts + 1):
             if attempt > 1 and self._stop.wait(self.backoff.delay(attempt - 1)):
                 raise _Stopping
             try:
-                mask = self._attempt(image)
+                return self._attempt_when_allowed(image, patience)
             except TransientError as exc:
                 last = exc
                 if exc.kind == "breaker_open":
                     break
-                continue
-            return mask
         assert last is not None
         raise last
+
+    def _attempt_when_allowed(self, image: Image.Image, patience: float) -> Image.Image:
+        """One attempt; while the breaker holds calls back, wait for it until ``patience``."""
+        while True:
+            try:
+                return self._attempt(image)
+            except TransientError as exc:
+                if exc.kind != "breaker_open" or time.monotonic() >= patience:
+                    raise
+            if self._stop.wait(_PAUSED_POLL):
+                raise _Stopping
 
     def _attempt(self, image: Image.Image) -> Image.Image:
         with self._slots:
