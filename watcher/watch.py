@@ -8,6 +8,7 @@ timer and whenever watchdog logs that the kernel's inotify queue overflowed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -74,6 +75,14 @@ class OverflowFlag(logging.Handler):
             self.event.set()
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def make_observer(mode: str, poll_interval: float = 1.0) -> BaseObserver:
     if mode == "polling":
         return PollingObserver(timeout=poll_interval)
@@ -89,6 +98,7 @@ class Watch:
         self.handler = handler
         self.active_mode = mode
         self.observer: BaseObserver | None = None
+        self._watched: tuple[int, int] | None = None  # (device, inode) of the folder watched
         self.overflow = OverflowFlag()
         watchdog_log = logging.getLogger("watchdog.observers")
         watchdog_log.addHandler(self.overflow)
@@ -97,6 +107,9 @@ class Watch:
             watchdog_log.setLevel(logging.WARNING)
 
     def start(self) -> None:
+        # a restart after the inbox was removed watches the new folder, as start-up would
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self._watched = _identity(self.inbox)
         mode = "native" if self.mode == "auto" else self.mode
         try:
             self.observer = self._start(mode)
@@ -118,7 +131,16 @@ class Watch:
         return observer
 
     def alive(self) -> bool:
-        return self.observer is not None and self.observer.is_alive()
+        """The observer thread runs, so does its emitter, and the inbox is the folder it watches.
+
+        When the inbox folder is removed, the emitter ends with its inotify watch while the
+        observer thread lives on, deaf; when it is renamed away and made again, inotify keeps
+        watching the old folder.
+        """
+        observer = self.observer
+        return (observer is not None and observer.is_alive()
+                and all(emitter.is_alive() for emitter in list(observer.emitters))
+                and _identity(self.inbox) == self._watched)
 
     def restart(self) -> None:
         self._stop_observer()
