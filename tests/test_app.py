@@ -88,6 +88,21 @@ def test_a_dead_observer_is_restarted_and_a_rescan_finds_what_it_missed(
     wait_for(lambda: app.pool.done_count == 2, 60, message="the new observer's event")
 
 
+def test_a_removed_and_recreated_inbox_is_watched_again(running_app: RunningApp,
+                                                       model_path: Path, data_dir: Path) -> None:
+    app, _ = running_app(LocalRemover(model_path), MODEL_PATH=model_path, RESCAN_INTERVAL=3600)
+    inbox = app.settings.upload_path
+    shutil.rmtree(inbox)  # an operator empties the share the hard way
+    inbox.mkdir()
+    wait_for(lambda: sample(app, "thumbgen_observer_restarts_total") == 1, 10,
+             message="the deaf watcher restarted")
+
+    shutil.copyfile(data_dir / "products" / "books.jpg", inbox / "books.jpg")
+
+    wait_for(lambda: app.pool.done_count == 1, 60, message="the photo in the new folder")
+    assert app.watch.alive()
+
+
 def test_an_inotify_overflow_triggers_a_rescan(running_app: RunningApp, model_path: Path,
                                                data_dir: Path) -> None:
     app, _ = running_app(LocalRemover(model_path), MODEL_PATH=model_path, RESCAN_INTERVAL=3600)

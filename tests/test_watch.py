@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -155,6 +156,7 @@ def test_a_file_moved_out_is_not_reported(watching: Watch, box: Path, outside: P
                                           recorder: Recorder) -> None:
     (box / "a.jpg").write_bytes(b"x")
     assert recorder.got_file("a.jpg")
+    settle_events()  # its closed event too
     recorder.files.clear()
 
     os.rename(box / "a.jpg", outside / "a.jpg")
@@ -245,6 +247,50 @@ def test_alive_is_false_after_a_stop_and_restart_brings_it_back(watching: Watch,
     assert watching.alive()
     (box / "after.jpg").write_bytes(b"x")
     assert recorder.got_file("after.jpg")
+
+
+def test_alive_is_false_once_the_inbox_folder_was_removed_and_restart_revives_it(
+        watching: Watch, box: Path, recorder: Recorder) -> None:
+    """The observer thread lives on, but the inotify watch went with the folder: deaf."""
+    (box / "sub").mkdir()
+    (box / "sub" / "a.jpg").write_bytes(b"x")
+    assert recorder.got_file("sub/a.jpg")
+    shutil.rmtree(box)
+    box.mkdir()
+    assert recorder.wait(lambda: not watching.alive())
+    assert watching.observer is not None and watching.observer.is_alive()
+
+    watching.restart()
+
+    assert watching.alive()
+    (box / "b.jpg").write_bytes(b"x")
+    assert recorder.got_file("b.jpg")
+
+
+def test_alive_is_false_once_the_inbox_folder_was_replaced(watching: Watch, box: Path,
+                                                          recorder: Recorder) -> None:
+    """inotify follows the folder it watches: after ``mv produtos old; mkdir produtos`` the
+    observer and its emitter live on, watching ``old``."""
+    os.rename(box, box.with_name("old"))
+    box.mkdir()
+
+    assert not watching.alive()
+    watching.restart()
+    assert watching.alive()
+    (box / "d.jpg").write_bytes(b"x")
+    assert recorder.got_file("d.jpg")
+
+
+def test_restart_recreates_a_missing_inbox(watching: Watch, box: Path,
+                                           recorder: Recorder) -> None:
+    shutil.rmtree(box)
+    assert recorder.wait(lambda: not watching.alive())
+
+    watching.restart()  # the folder is made again, as at start-up
+
+    assert watching.alive() and watching.active_mode == "native"
+    (box / "c.jpg").write_bytes(b"x")
+    assert recorder.got_file("c.jpg")
 
 
 def test_a_watch_never_started_is_not_alive(box: Path, recorder: Recorder) -> None:
