@@ -62,6 +62,7 @@ class App:
                                           if not remover.cpu_bound else 0)
         self.work = WorkQueue(maxsize=max(4, 2 * threads))
         self.pool = WorkerPool(self.pipeline, self.claims, self.work, threads, metrics)
+        self.pool.on_released.append(self.settler.defer)  # a file that waits is left alone a while
         self.watch = Watch(inbox, settings.watch_mode,
                            InboxHandler(inbox, self.settler.suggest, self.request_scan))
         self.started = time.time()

@@ -7,11 +7,12 @@ proof. A path becomes work once its size and mtime have not changed for ``SETTLE
 from __future__ import annotations
 
 import fnmatch
+import heapq
+import itertools
 import os
 import stat
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -61,7 +62,7 @@ class Settler:
     ``ready`` to collect what has settled. Holds paths only, never file contents.
 
     A path is looked at (``lstat``) when it arrives and again each time it is due, never in
-    between: paths wait in a queue ordered by when they are due, so a tick does work for what it
+    between: paths wait in a heap ordered by when they are due, so a tick does work for what it
     looks at, not for a backlog of ten thousand that is still settling.
     """
 
@@ -76,9 +77,10 @@ class Settler:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[PurePosixPath, _Pending] = {}
-        # (due, path, entry) roughly in due order; an item whose entry was forgotten or has
-        # become due later is stale and skipped.
-        self._due: deque[tuple[float, PurePosixPath, _Pending]] = deque()
+        # (due, sequence, path, entry); an item whose entry was forgotten or has become due
+        # later is stale and skipped when it comes up.
+        self._due: list[tuple[float, int, PurePosixPath, _Pending]] = []
+        self._sequence = itertools.count()
 
     def suggest(self, rel: PurePosixPath) -> None:
         with self._lock:
@@ -87,7 +89,17 @@ class Settler:
                 return
             entry = _Pending(due=self._clock())
             self._pending[rel] = entry
-            self._due.append((entry.due, rel, entry))
+            self._schedule(rel, entry)
+
+    def defer(self, rel: PurePosixPath, seconds: float) -> None:
+        """Hand ``rel`` over no sooner than ``seconds`` from now (a file released to wait for the
+        remote would otherwise come straight back through its own rename event)."""
+        with self._lock:
+            entry = self._pending.get(rel)
+            if entry is None:
+                entry = self._pending[rel] = _Pending(due=0.0)
+            entry.due = max(entry.due, self._clock() + seconds)
+            self._schedule(rel, entry)
 
     def forget(self, rel: PurePosixPath) -> None:
         with self._lock:
@@ -137,19 +149,22 @@ class Settler:
                     del self._pending[rel]
             for rel, entry in again:
                 if self._pending.get(rel) is entry:
-                    entry.due = now + self._settle
-                    self._due.append((entry.due, rel, entry))
+                    entry.due = max(entry.due, now + self._settle)  # a defer() meanwhile stands
+                    self._schedule(rel, entry)
         return [rel for rel, _ in settled]
+
+    def _schedule(self, rel: PurePosixPath, entry: _Pending) -> None:
+        heapq.heappush(self._due, (entry.due, next(self._sequence), rel, entry))
 
     def _next_due(self, now: float) -> tuple[PurePosixPath, _Pending] | None:
         with self._lock:
             while self._due:
-                due, rel, entry = self._due[0]
+                due, _, rel, entry = self._due[0]
                 if self._pending.get(rel) is not entry or entry.due != due:
-                    self._due.popleft()  # stale
+                    heapq.heappop(self._due)  # stale
                     continue
                 if due > now:
                     return None
-                self._due.popleft()
+                heapq.heappop(self._due)
                 return rel, entry
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from loguru import logger
@@ -17,6 +18,10 @@ from watcher.claim import Claims
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.pipeline import Pipeline
+
+# A file put back in the inbox to wait (remote down, disk full) is not taken again for this long:
+# its own rename back would otherwise bring it straight round, decoding it every settle period.
+RELEASE_HOLD_SECONDS = 30.0
 
 
 class WorkQueue:
@@ -86,6 +91,9 @@ class WorkerPool:
         self.counts: dict[JobStatus, int] = {status: 0 for status in JobStatus}
         self.last_progress = time.monotonic()
         self.last_done: str | None = None
+        self.release_hold = RELEASE_HOLD_SECONDS
+        # called as hook(rel, release_hold) when a file went back to the inbox to wait
+        self.on_released: list[Callable[[PurePosixPath, float], None]] = []
 
     def start(self) -> None:
         for thread in self._threads:
@@ -124,6 +132,9 @@ class WorkerPool:
             self.in_flight[name] = job
         self.metrics.in_flight.set(len(self.in_flight))
         self.pipeline.run(job, self.claims)
+        if job.status is JobStatus.RELEASED:
+            for hook in self.on_released:  # before done(): the path is still busy meanwhile
+                hook(job.rel, self.release_hold)
         self._record(job)
 
     def _record(self, job: Job) -> None:
