@@ -15,6 +15,8 @@ from PIL import Image
 
 from tests.conftest import HangingRemover
 from tests.e2e.conftest import wait_for
+from watcher.errors import RemovalUnavailable
+from watcher.model import JobStatus
 from watcher.stages.removal.local import LocalRemover
 
 RunningApp = Callable[..., tuple[Any, Any]]
@@ -119,6 +121,40 @@ def test_an_inotify_overflow_triggers_a_rescan(running_app: RunningApp, model_pa
     assert not app.watch.overflow.event.is_set()
 
 
+class RemoteDown:
+    """A remover that cannot serve (remote down, no fallback): every file must wait."""
+
+    name = "down"
+    cpu_bound = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def mask(self, image: Image.Image) -> Image.Image:
+        self.calls += 1
+        raise RemovalUnavailable("remote background removal is unavailable (test)")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_file_that_must_wait_is_not_retried_in_a_loop(running_app: RunningApp,
+                                                        data_dir: Path) -> None:
+    remover = RemoteDown()
+    app, _ = running_app(remover, RESCAN_INTERVAL=3600)
+    app.pool.release_hold = 1.5
+    inbox = app.settings.upload_path
+    shutil.copyfile(data_dir / "products" / "books.jpg", inbox / "books.jpg")
+
+    wait_for(lambda: remover.calls == 1, 30, message="the first try")
+    time.sleep(1.0)
+    assert remover.calls == 1  # released: back in the inbox, and left alone for a while
+    assert (inbox / "books.jpg").is_file()
+    wait_for(lambda: remover.calls == 2, 30, message="the try after the hold")
+    assert (inbox / "books.jpg").is_file()
+    assert app.pool.counts[JobStatus.RELEASED] == 2
+
+
 def tiny_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (24, 24), (10, 120, 200)).save(buffer, "JPEG")
@@ -149,9 +185,14 @@ def test_a_burst_of_10000_files_with_slow_workers_never_grows_the_queue(
         (inbox / f"b{n // 1000}" / f"{n:05}.jpg").write_bytes(data)
         if n % 500 == 0:
             check()
-    assert remover.entered.wait(10)
-    wait_for(lambda: len(app.settler) + app.work.qsize() + len(app.pool.in_flight) >= 10_000
-             and app.work.free() == 0, 30, message="every file seen, the queue full")
+    def seen() -> int:
+        in_flight = {job.rel for job in list(app.pool.in_flight.values())}
+        with app.settler._lock:
+            settling = list(app.settler._pending)
+        return len(set(settling) | set(list(app.work._queue.queue)) | in_flight)
+
+    wait_for(lambda: len(app.pool.in_flight) == threads and app.work.free() == 0
+             and seen() == 10_000, 30, message="every worker stuck, the queue full, all seen")
     for _ in range(10):
         check()
         time.sleep(0.05)
@@ -160,5 +201,7 @@ def test_a_burst_of_10000_files_with_slow_workers_never_grows_the_queue(
     assert len(app.pool.in_flight) == threads
     claimed = list((app.settings.state_path / "claimed").rglob("*.jpg"))
     assert len(claimed) == threads  # only what is in flight has left the inbox
-    assert app.queue_depth() == 10_000 - threads
-    assert sample(app, "thumbgen_queue_depth") == 10_000 - threads
+    # a queued path that had another event sits in the settle table too (to be looked at once
+    # it is no longer busy): the depth may count it twice, never more
+    assert 10_000 - threads <= app.queue_depth() <= 10_000 - threads + maxsize
+    assert 10_000 - threads <= sample(app, "thumbgen_queue_depth") <= 10_000 - threads + maxsize

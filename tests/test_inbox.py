@@ -284,3 +284,36 @@ def test_a_forgotten_then_suggested_path_is_handed_over_once(box: Path, clock: C
     assert settler.ready(10, never_busy) == [P("a.jpg")]
     assert settler.ready(10, never_busy) == []
     assert len(settler) == 0
+
+
+def test_defer_holds_a_path_back_without_holding_up_the_others(box: Path, clock: Clock) -> None:
+    write(box / "waits.jpg")
+    write(box / "new.jpg")
+    settler = Settler(box, 0, clock)
+    settler.suggest(P("waits.jpg"))
+    settler.defer(P("waits.jpg"), 30)
+    settler.suggest(P("new.jpg"))
+
+    assert settler.ready(10, never_busy) == [P("new.jpg")]
+    clock.advance(29.9)
+    assert settler.ready(10, never_busy) == []
+    clock.advance(0.1)
+    assert settler.ready(10, never_busy) == [P("waits.jpg")]
+
+
+def test_a_path_deferred_while_busy_is_not_handed_over_early(box: Path, clock: Clock) -> None:
+    """A worker releases a file (remote down) while its path is still busy; the event of the
+    release suggests it again; neither makes it due before the hold ends."""
+    write(box / "a.jpg")
+    settler = Settler(box, SETTLE, clock)
+    settler.defer(P("a.jpg"), 30)
+    settler.suggest(P("a.jpg"))
+    assert len(settler) == 1
+
+    for _ in range(29):
+        clock.advance(1)
+        assert settler.ready(10, never_busy) == []
+    clock.advance(1)
+    assert settler.ready(10, never_busy) == []  # first look at the end of the hold
+    clock.advance(SETTLE)
+    assert settler.ready(10, never_busy) == [P("a.jpg")]

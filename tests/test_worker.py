@@ -15,6 +15,7 @@ from tests.conftest import HangingRemover
 from tests.e2e.conftest import wait_for
 from watcher.claim import Claims
 from watcher.config import Settings
+from watcher.errors import RemovalUnavailable
 from watcher.metrics import Metrics
 from watcher.model import JobStatus
 from watcher.pipeline import Pipeline
@@ -216,3 +217,24 @@ def test_stop_returns_what_is_still_in_flight(settings: Settings,
     remover.release.set()
     wait_for(lambda: pool.alive() == 0, 10, message="the worker to end")
     assert pool.work.get(timeout=0.01) is None
+
+
+class Unavailable(WhiteRemover):
+    def mask(self, image: Image.Image) -> Image.Image:
+        raise RemovalUnavailable("the remote is down (test)")
+
+
+def test_a_released_file_is_reported_while_its_path_is_still_busy(
+        settings: Settings, make_pool: Callable[..., WorkerPool]) -> None:
+    (settings.upload_path / "waits.jpg").write_bytes(jpeg())
+    pool = make_pool(Unavailable(), threads=1)
+    pool.release_hold = 12.5
+    reported: list[tuple[PurePosixPath, float, bool]] = []
+    pool.on_released.append(lambda rel, hold: reported.append((rel, hold, pool.work.busy(rel))))
+
+    pool.work.put(P("waits.jpg"))
+    wait_for(lambda: pool.counts[JobStatus.RELEASED] == 1, 10, message="the release")
+
+    assert reported == [(P("waits.jpg"), 12.5, True)]
+    assert (settings.upload_path / "waits.jpg").read_bytes() == jpeg()
+    assert pool.done_count == 0
