@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from tests.conftest import HangingRemover
@@ -90,6 +91,8 @@ def test_a_dead_observer_is_restarted_and_a_rescan_finds_what_it_missed(
     wait_for(lambda: app.pool.done_count == 2, 60, message="the new observer's event")
 
 
+# watchdog warns when nested folders appear faster than it adds watches for them
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_a_removed_and_recreated_inbox_is_watched_again(running_app: RunningApp,
                                                        model_path: Path, data_dir: Path) -> None:
     app, _ = running_app(LocalRemover(model_path), MODEL_PATH=model_path, RESCAN_INTERVAL=3600)
