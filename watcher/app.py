@@ -116,7 +116,8 @@ class App:
     def tick(self) -> None:
         now = time.monotonic()
         if not self.watch.alive():
-            logger.error("the file watcher thread died; restarting it and rescanning")
+            logger.error("the file watcher stopped (its thread died, or the inbox folder was "
+                         "removed or replaced); restarting it and rescanning")
             self.metrics.observer_restarts.inc()
             self.watch.restart()
             self.rescan("observer restart")
