@@ -145,17 +145,18 @@ def test_a_file_that_must_wait_is_not_retried_in_a_loop(running_app: RunningApp,
                                                         data_dir: Path) -> None:
     remover = RemoteDown()
     app, _ = running_app(remover, RESCAN_INTERVAL=3600)
-    app.pool.release_hold = 1.5
+    app.pool.release_hold = 3.0
     inbox = app.settings.upload_path
     shutil.copyfile(data_dir / "products" / "books.jpg", inbox / "books.jpg")
 
-    wait_for(lambda: remover.calls == 1, 30, message="the first try")
-    time.sleep(1.0)
+    wait_for(lambda: app.pool.counts[JobStatus.RELEASED] == 1, 30, message="the first try")
+    assert (inbox / "books.jpg").is_file()
+    time.sleep(1.0)  # SETTLE_SECONDS is 0: without the hold it would have come round by now
     assert remover.calls == 1  # released: back in the inbox, and left alone for a while
+    wait_for(lambda: app.pool.counts[JobStatus.RELEASED] == 2, 30,
+             message="the try after the hold")
+    assert remover.calls == 2
     assert (inbox / "books.jpg").is_file()
-    wait_for(lambda: remover.calls == 2, 30, message="the try after the hold")
-    assert (inbox / "books.jpg").is_file()
-    assert app.pool.counts[JobStatus.RELEASED] == 2
 
 
 def tiny_jpeg() -> bytes:

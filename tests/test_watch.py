@@ -149,7 +149,7 @@ def test_ignored_names_and_places_never_reach_the_callbacks(watching: Watch, box
     assert recorder.got_file("last.jpg")
     settle_events()
     assert set(recorder.files) == {P("last.jpg")}
-    assert recorder.folders == [box / "sub"]
+    assert set(recorder.folders) == {box / "sub"}
 
 
 def test_a_file_moved_out_is_not_reported(watching: Watch, box: Path, outside: Path,
