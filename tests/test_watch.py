@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -12,7 +13,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
 
+from watcher import watch as watch_mod
 from watcher.watch import InboxHandler, OverflowFlag, Watch
 
 P = PurePosixPath
@@ -308,6 +311,38 @@ def test_polling_mode_sees_files_too(box: Path, recorder: Recorder) -> None:
         assert watch.active_mode == "polling"
         (box / "polled.jpg").write_bytes(b"x")
         assert recorder.wait(lambda: P("polled.jpg") in recorder.files, timeout=10)
+    finally:
+        watch.stop()
+
+
+class NoInotify(Observer):  # type: ignore[misc, valid-type]
+    """An inotify observer on a machine whose inotify watch limit is used up."""
+
+    def start(self) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+
+def test_auto_mode_falls_back_to_polling_when_inotify_fails(
+        box: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watch_mod, "Observer", NoInotify)
+    watch = Watch(box, "auto", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    watch.start()
+    try:
+        assert watch.active_mode == "polling" and watch.alive()
+        (box / "polled.jpg").write_bytes(b"x")
+        assert recorder.wait(lambda: P("polled.jpg") in recorder.files, timeout=10)
+    finally:
+        watch.stop()
+
+
+def test_native_mode_says_so_when_inotify_fails(box: Path, recorder: Recorder,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watch_mod, "Observer", NoInotify)
+    watch = Watch(box, "native", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    try:
+        with pytest.raises(OSError, match="limit"):
+            watch.start()
+        assert not watch.alive()
     finally:
         watch.stop()
 
