@@ -98,6 +98,12 @@ def _parse_list(raw: Any) -> tuple[str, ...]:
     return tuple(str(item).strip().lower() for item in items if str(item).strip())
 
 
+def _parse_formats(raw: Any) -> tuple[str, ...]:
+    """Format names; ``jpg`` (the extension people write) means ``jpeg``."""
+    names = ("jpeg" if name == "jpg" else name for name in _parse_list(raw))
+    return tuple(dict.fromkeys(names))
+
+
 def _parse_str(raw: Any) -> str:
     if isinstance(raw, dict | list):
         raise ValueError("expected text")
@@ -229,7 +235,7 @@ OPTIONS: tuple[Option, ...] = (
          check=_at_least(1)),
     _opt("MAX_PIXELS", _parse_int, 40_000_000, "Largest input accepted, in pixels (width × height).",
          check=_at_least(1)),
-    _opt("ALLOWED_FORMATS", _parse_list, ("jpeg", "png", "webp"),
+    _opt("ALLOWED_FORMATS", _parse_formats, ("jpeg", "png", "webp"),
          "Input formats accepted, decided by content: jpeg, png, webp.", check=_formats_ok),
     _opt("REMOVAL_BACKEND", _choice("auto", "gradio", "local"), "auto",
          "auto: Gradio when GRADIO_API_URL is set, else the local model."),
