@@ -164,6 +164,7 @@ def test_settings_are_frozen(base: Path) -> None:
     ("GRADIO_FALLBACK_ENABLED", "YES", True),
     ("LOG_LEVEL", "DEBUG", "debug"),
     ("ALLOWED_FORMATS", "JPEG, png", ("jpeg", "png")),
+    ("ALLOWED_FORMATS", "jpg,jpeg,png", ("jpeg", "png")),
     ("FILL_RATIO", "1", 1.0),
     ("FILL_RATIO", "0.05", 0.05),
     ("BACKUP_SCHEDULE", "*/15  2-5 * jan-mar mon-fri", "*/15 2-5 * jan-mar mon-fri"),
