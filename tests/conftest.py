@@ -76,10 +76,11 @@ def run_thumbgen(thumbgen_env: dict[str, str]) -> Callable[..., subprocess.Compl
 @pytest.fixture(scope="session")
 def gradio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioServer]:
     """A real Gradio server mirroring the background-removal Space (``tests/gradio_app.py``),
-    started once per session: 4 calls at once, 2 more may wait in its queue."""
+    started once per session: 4 calls at once, 4 more may wait in its queue (so a burst of up
+    to 4 calls is never refused, however slowly the queue starts them)."""
     from tests.gradio_app import GradioServer
 
-    server = GradioServer(tmp_path_factory.mktemp("gradio"), concurrency=4, max_size=2).start()
+    server = GradioServer(tmp_path_factory.mktemp("gradio"), concurrency=4, max_size=4).start()
     yield server
     server.stop()
 

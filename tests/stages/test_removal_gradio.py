@@ -227,16 +227,16 @@ def test_a_lone_unreadable_input_is_rejected_once_a_control_photo_is_served(
 
 
 def test_a_full_queue_is_retried(remote: GradioServer, make_remover: MakeRemover) -> None:
-    remote.set(delay=1.0)  # 4 run, 2 wait in the queue, the rest are told it is full
-    remover = make_remover(remote.url, max_in_flight=8, attempts=10, base=0.3)
+    remote.set(delay=1.0)  # 4 run, 4 wait in the queue, the rest are told it is full
+    remover = make_remover(remote.url, max_in_flight=10, attempts=10, base=0.3)
 
-    with ThreadPoolExecutor(8) as pool:
-        masks = list(pool.map(remover.mask, [product(shade=n) for n in range(8)]))
+    with ThreadPoolExecutor(10) as pool:
+        masks = list(pool.map(remover.mask, [product(shade=n) for n in range(10)]))
 
-    assert [m.size for m in masks] == [(320, 240)] * 8
-    assert remover.name == "gradio" and remote.calls() == 8
+    assert [m.size for m in masks] == [(320, 240)] * 10
+    assert remote.calls() == 10
     assert requests(remover.metrics, "gradio", "queue_full") >= 1
-    assert requests(remover.metrics, "gradio", "ok") == 8
+    assert requests(remover.metrics, "gradio", "ok") == 10
     assert remover.state()["breaker"] == "closed"  # busy is not down
 
 
@@ -252,22 +252,32 @@ def test_a_cache_hit_makes_no_call(remote: GradioServer, make_remover: MakeRemov
     assert hits == 1
 
 
-def test_the_server_killed_mid_call(tmp_path: Path,
-                                              make_remover: MakeRemover) -> None:
+def test_the_server_killed_mid_call_then_started_again(tmp_path: Path,
+                                                      make_remover: MakeRemover) -> None:
     server = GradioServer(tmp_path / "own-server").start()
     try:
-        remover = make_remover(server.url, fallback=True, attempts=2)
-        server.set(delay=3)
-        with ThreadPoolExecutor(1) as pool:
-            call = pool.submit(served, remover, product())
+        with_fallback = make_remover(server.url, fallback=True, attempts=2)
+        waiting = make_remover(server.url, attempts=2)
+        server.set(delay=5)
+        with ThreadPoolExecutor(2) as pool:
+            local = pool.submit(served, with_fallback, product())
+            waits = pool.submit(waiting.mask, product(shade=1))
             deadline = time.monotonic() + 10
-            while server.stats()["active"] == 0 and time.monotonic() < deadline:
+            while server.stats()["active"] < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            server.kill()
-            mask, by = call.result(timeout=20)
+            server.kill()  # both calls in flight
+            mask, by = local.result(timeout=20)
+            with pytest.raises(RemovalUnavailable):  # never a rejection: the file waits
+                waits.result(timeout=20)
         assert mask.size == (320, 240) and by == "local"
-        assert requests(remover.metrics, "gradio", "interrupted") == 1
-        assert remover.state()["reachable"] is False  # the retry found nobody there
+        for remover in (with_fallback, waiting):
+            assert requests(remover.metrics, "gradio", "interrupted") == 1
+            assert remover.state()["reachable"] is False  # the retry found nobody there
+
+        server.set()
+        server.start()  # same address, a fresh process: the one client carries on
+        assert_is_the_box(waiting.mask(product(shade=1)), (320, 240))
+        assert waiting.state()["reachable"] is True and server.calls() == 1
     finally:
         server.stop()
 
