@@ -180,9 +180,11 @@ class App:
         # 2. workers take nothing new; queued (never claimed) paths just stay in the inbox
         self.pool.stop_taking.set()
         self.work.drain()
-        # 3. in-flight files finish within SHUTDOWN_TIMEOUT, unless a second signal says now
+        # 3. in-flight files finish within SHUTDOWN_TIMEOUT, unless a second signal says now.
+        #    Wait for the worker threads, not for in_flight: a worker that has just taken a path
+        #    is not in flight until its claim returns, and the remover is closed next.
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        while self.pool.in_flight and time.monotonic() < deadline and not self.flags.force.is_set():
+        while self.pool.alive() and time.monotonic() < deadline and not self.flags.force.is_set():
             time.sleep(0.05)
         # 4. whatever is still in flight goes back to the inbox for the next start
         abandoned = list(self.pool.in_flight.values())
