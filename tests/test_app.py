@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -157,6 +158,54 @@ def test_a_file_that_must_wait_is_not_retried_in_a_loop(running_app: RunningApp,
              message="the try after the hold")
     assert remover.calls == 2
     assert (inbox / "books.jpg").is_file()
+
+
+class ClosableRemover:
+    """Keeps the whole photo; like the local model, refuses to run once closed."""
+
+    name = "closable"
+    cpu_bound = True
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def mask(self, image: Image.Image) -> Image.Image:
+        if self.closed.is_set():
+            raise RuntimeError("mask() called after close()")
+        return Image.new("L", image.size, 255)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_file_taken_as_shutdown_begins_is_finished_not_rejected(
+        running_app: RunningApp, data_dir: Path) -> None:
+    """A worker took the photo from the queue but has not claimed it yet (a slow rename on a
+    share) when SIGTERM comes: the shutdown must wait for it, not close the remover under it."""
+    remover = ClosableRemover()
+    app, _ = running_app(remover, RESCAN_INTERVAL=3600)
+    stopping = threading.Event()
+    app.on_stopping.append(lambda _app: stopping.set())
+    taking = threading.Event()
+    real_claim = app.claims.claim
+
+    def slow_claim(rel: PurePosixPath) -> Path | None:
+        taking.set()
+        stopping.wait(10)
+        time.sleep(0.5)  # the rename is slow: shutdown has drained the queue meanwhile
+        return real_claim(rel)
+
+    app.claims.claim = slow_claim
+    shutil.copyfile(data_dir / "products" / "books.jpg", app.settings.upload_path / "books.jpg")
+    assert taking.wait(30)
+
+    app.flags.stop.set()
+    wait_for(lambda: not [t for t in app.pool._threads if t.is_alive()], 30,
+             message="the workers to end")
+
+    assert not (app.settings.failed_path / "books.jpg").exists()
+    assert (app.settings.output_path / "books.jpg").is_file()
+    assert (app.settings.processed_path / "books.jpg").is_file()
 
 
 def tiny_jpeg() -> bytes:
