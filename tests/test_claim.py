@@ -267,13 +267,23 @@ def test_recover_returns_the_claims_of_a_dead_process_on_this_host(box: Path) ->
 
 
 def test_recover_keeps_the_claims_of_a_live_process_on_this_host(box: Path) -> None:
-    folder = foreign_folder(box, f"{HOST}-{os.getppid()}", {"a.jpg": b"a"},
-                            beat_age=10 * STALE_AFTER_SECONDS)
+    folder = foreign_folder(box, f"{HOST}-{os.getppid()}", {"a.jpg": b"a"}, beat_age=10)
     claims = claims_for(box)
 
     assert claims.recover() == 0
     assert (folder / "a.jpg").exists()
     assert not (box / "a.jpg").exists()
+
+
+def test_recover_returns_claims_of_a_reused_pid_whose_heartbeat_is_stale(box: Path) -> None:
+    # containers restart with small pids: a live pid is no proof the old daemon still runs
+    folder = foreign_folder(box, f"{HOST}-{os.getppid()}", {"a.jpg": b"a"},
+                            beat_age=10 * STALE_AFTER_SECONDS)
+    claims = claims_for(box)
+
+    assert claims.recover() == 1
+    assert (box / "a.jpg").read_bytes() == b"a"
+    assert not folder.exists()
 
 
 def test_recover_returns_a_foreign_host_claim_once_its_heartbeat_is_stale(box: Path) -> None:

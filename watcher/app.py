@@ -119,7 +119,11 @@ class App:
             logger.error("the file watcher stopped (its thread died, or the inbox folder was "
                          "removed or replaced); restarting it and rescanning")
             self.metrics.observer_restarts.inc()
-            self.watch.restart()
+            try:
+                self.watch.restart()
+            except OSError as exc:
+                # e.g. the inotify watch limit is reached: keep running on rescans, retry next tick
+                logger.error("could not restart the file watcher: {}", exc)
             self.rescan("observer restart")
         if self.watch.overflow.event.is_set():
             self.watch.overflow.event.clear()

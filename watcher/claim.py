@@ -163,7 +163,10 @@ class Claims:
             return True  # our own leftovers from an earlier life with the same id
         match = _HOST_PID.match(folder.name)
         if match and match.group("host") == socket.gethostname():
-            return not _pid_alive(int(match.group("pid")))
+            if not _pid_alive(int(match.group("pid"))):
+                return True
+            # the pid is alive, but pids are reused (containers restart with small pids): a
+            # daemon that has not beaten its heart for so long is gone, whatever runs there now
         try:
             beat = (folder / HEARTBEAT_NAME).stat().st_mtime
         except FileNotFoundError:
