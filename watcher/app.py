@@ -109,8 +109,16 @@ class App:
             hook(self)
 
     def main_loop(self) -> None:
+        last_error = 0.0
         while not self.flags.stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception:
+                # e.g. the inbox replaced by a file: keep serving health (which reports it) and
+                # retry every tick, logging at most every 30 s
+                if time.monotonic() - last_error > 30:
+                    last_error = time.monotonic()
+                    logger.exception("main loop tick failed; retrying")
             self.flags.stop.wait(TICK_SECONDS)
 
     def tick(self) -> None:

@@ -187,9 +187,11 @@ def test_systemd_notifications_and_the_watchdog(make_daemon: Callable[..., Daemo
         assert 4 <= len(pings) <= 8, pings
         assert max(b - a for a, b in zip(pings, pings[1:])) < 0.8
 
-        # the inbox removed: the watcher's thread ends, /livez fails and the pings stop
+        # the inbox replaced by a file: the watcher's thread ends and cannot be restarted,
+        # /livez fails and the pings stop (a removed inbox alone is recreated and watched again)
         url = base_url(d)
         shutil.rmtree(d.inbox)
+        d.inbox.write_bytes(b"not a folder")
         status, doc = wait_for(lambda: (r := get_json(url + "/livez"))[0] == 503 and r, 10,
                                message="/livez 503")
         assert doc["problems"][0].startswith("the file watcher stopped")
