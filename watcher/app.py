@@ -63,6 +63,8 @@ class App:
         self.work = WorkQueue(maxsize=max(4, 2 * threads))
         self.pool = WorkerPool(self.pipeline, self.claims, self.work, threads, metrics)
         self.pool.on_released.append(self.settler.defer)  # a file that waits is left alone a while
+        # ... but no longer than a rescan period, so files come back soon after an outage ends
+        self.pool.release_hold = min(self.pool.release_hold, settings.rescan_interval)
         self.watch = Watch(inbox, settings.watch_mode,
                            InboxHandler(inbox, self.settler.suggest, self.request_scan))
         self.started = time.time()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -63,9 +65,20 @@ def build_remover(settings: config.Settings, metrics: Metrics,
 
 # -- commands ------------------------------------------------------------------------------------
 
+def _private_tmp(settings: config.Settings) -> None:
+    """Point temp files (ours and our libraries': onnxruntime writes ``$TMPDIR/.ses``) at
+    ``.thumbgen/tmp``, so the daemon leaves nothing in /tmp and its temp files share the
+    inbox's filesystem and cleanup."""
+    tmp = settings.state_path / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # forget the cached default, re-read from TMPDIR
+
+
 def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher.app import App
 
+    _private_tmp(settings)
     metrics = Metrics()
     cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)  # shared by App and remover
     remover = build_remover(settings, metrics, cpu_slots)
@@ -169,7 +182,10 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     out = (args.out or settings.output_path).resolve()
     metrics = Metrics()
     cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)
-    pipeline = Pipeline(settings, build_remover(settings, metrics, cpu_slots), metrics, cpu_slots)
+    remover = build_remover(settings, metrics, cpu_slots)
+    pipeline = Pipeline(settings, remover, metrics, cpu_slots)
+    # like the daemon: remote calls wait on the network, so more threads than CPU slots
+    threads = settings.cpu_workers + (0 if remover.cpu_bound else settings.max_concurrent_requests)
     items = _inputs([Path(p) for p in args.paths])
     failed = 0
 
@@ -185,7 +201,7 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
             return f"{type(exc).__name__}: {exc}"
 
     _progress(0, len(items), 0)
-    with ThreadPoolExecutor(max_workers=settings.cpu_workers) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, src, rel): src for src, rel in items}
         for n, future in enumerate(as_completed(futures), 1):
             problem = future.result()

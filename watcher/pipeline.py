@@ -8,6 +8,7 @@ calls can be in flight while the CPU slots keep composing.
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -117,20 +118,25 @@ class Pipeline:
             self._reject(job, exc.reason, exc.stage, type(exc).__name__, exc.detail,
                          JobStatus.REJECTED)
         except RemovalUnavailable as exc:
-            job.reason = str(exc)
-            claims.release(job.claimed, job.rel)
-            job.status = JobStatus.RELEASED
+            self._release(job, claims, str(exc))
         except OSError as exc:
             if exc.errno in _TRANSIENT_ERRNOS:
                 logger.bind(file=str(job.rel)).error("disk problem, the file waits: {}", exc)
-                job.reason = str(exc)
-                claims.release(job.claimed, job.rel)
-                job.status = JobStatus.RELEASED
+                self._release(job, claims, str(exc))
             else:
                 self._fail(job, exc)
         except Exception as exc:  # the per-item boundary: log, count, keep the file, go on
             self._fail(job, exc)
         return job
+
+    @staticmethod
+    def _release(job: Job, claims: Claims, reason: str) -> None:
+        """Back to the inbox to wait; unless a forced shutdown already put it back."""
+        assert job.claimed is not None
+        job.reason = reason
+        job.status = JobStatus.RELEASED
+        if os.path.lexists(job.claimed):
+            claims.release(job.claimed, job.rel)
 
     def _fail(self, job: Job, exc: Exception) -> None:
         logger.bind(file=str(job.rel)).exception("unexpected error processing {}", job.rel)
