@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
-import signal
-from collections.abc import Iterator
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
@@ -60,36 +59,45 @@ def test_the_temp_file_is_hidden_in_the_final_folder(tmp_path: Path,
     assert (out / "a" / "x.jpg").read_bytes() == b"new" * 1000
 
 
-@pytest.fixture
-def tiny_file_size_limit() -> Iterator[int]:
-    """Writes past 4096 bytes fail with EFBIG (a full disk, deterministically)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    try:
-        yield 4096
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
+LIMIT = 4096
+
+# The write runs in a child process whose file-size limit is tiny: writes past it fail with
+# EFBIG, a full disk made deterministic. (In the test process itself the limit would also stop
+# pytest writing its own output to a file.)
+_CHILD = """
+import resource, signal, sys
+from pathlib import Path, PurePosixPath
+from watcher.stages.publish import write_atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    write_atomic(Path(sys.argv[1]), PurePosixPath(sys.argv[2]), b"x" * 3 * int(sys.argv[3]), "w1")
+except OSError as exc:
+    print(exc.errno)
+else:
+    print(0)
+"""
 
 
-def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, tiny_file_size_limit: int) -> None:
+def _write_past_the_limit(out: Path, rel: str) -> int:
+    """errno of a write_atomic of 3 × LIMIT bytes under a LIMIT-byte file-size cap."""
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(out), rel, str(LIMIT)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return int(proc.stdout.strip())
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
 
-    with pytest.raises(OSError) as info:
-        write_atomic(out, PurePosixPath("a/x.jpg"), b"x" * 3 * tiny_file_size_limit, "w1")
-
-    assert info.value.errno == errno.EFBIG
+    assert _write_past_the_limit(out, "a/x.jpg") == errno.EFBIG
     assert _files(out) == []
 
 
-def test_a_failed_write_keeps_the_old_thumbnail(tmp_path: Path, tiny_file_size_limit: int) -> None:
+def test_a_failed_write_keeps_the_old_thumbnail(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_atomic(out, PurePosixPath("x.jpg"), b"old", "w1")
 
-    with pytest.raises(OSError):
-        write_atomic(out, PurePosixPath("x.jpg"), b"x" * 3 * tiny_file_size_limit, "w1")
-
+    assert _write_past_the_limit(out, "x.jpg") == errno.EFBIG
     assert (out / "x.jpg").read_bytes() == b"old"
     assert _files(out) == ["x.jpg"]
 
