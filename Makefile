@@ -4,32 +4,22 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSPKGS_STAMP := $(VENV)/.syspkgs
 PYTEST_ARGS ?=
 
 .PHONY: setup run test bench syspkgs model clean
 
-# Debian packages: systemd-python compiles against libsystemd (pkg-config finds it); systemd-analyze
-# checks the unit file; vipsthumbnail is the benchmark's reference. Installed only when missing, as root.
-SYS_DEPS := libsystemd-dev pkg-config systemd
+# Debian packages, installed only when missing and running as root (named otherwise): see
+# tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
 syspkgs:
-	@missing=""; for p in $(SYS_DEPS) $(EXTRA_SYS_DEPS); do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	  else \
-	    echo "missing Debian packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 1; \
-	  fi; \
-	fi
+	@tools/syspkgs.sh $(PYTHON) $(EXTRA_SYS_DEPS)
 
 $(BIN)/python:
+	@tools/syspkgs.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(MAKE) syspkgs
+	@tools/syspkgs.sh $(PYTHON)
 	$(BIN)/pip install -q -e '.[test,systemd]'
 	touch $@
 
