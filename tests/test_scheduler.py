@@ -16,7 +16,7 @@ from watcher import backup, config
 from watcher.config import Settings
 from watcher.errors import ConfigError
 from watcher.metrics import Metrics
-from watcher.scheduler import Scheduler, build_trigger, crontab_weekdays
+from watcher.scheduler import BackupGauges, Scheduler, build_trigger, crontab_weekdays
 
 EVERY_SECOND = "* * * * * *"
 NEVER_SOON = "0 0 1 1 *"
@@ -199,3 +199,27 @@ def test_a_backup_with_a_failed_component_is_a_failed_run(
     sets = backup.list_sets(settings.backup_path)
     assert sets and all(list(s.archives) == ["produtos", "backgrounds", "thumbnails", "config"]
                         for s in sets)
+
+
+def test_backup_gauges_see_backups_made_outside_the_daemon(
+        make_settings: Callable[..., Settings]) -> None:
+    # Kubernetes: the scheduler is off and a CronJob runs `thumbgen backup`; the daemon's
+    # last-backup gauge must still move, or the "no recent backup" alert fires forever
+    settings = make_settings(SETTLE_SECONDS=0)
+    settings.upload_path.mkdir(parents=True)
+    (settings.upload_path / "foto.jpg").write_bytes(b"photo")
+    metrics = Metrics(CollectorRegistry())
+    clock = [0.0]
+    gauges = BackupGauges(settings, metrics, interval=300, clock=lambda: clock[0])
+    value = metrics.registry.get_sample_value
+
+    gauges(None)
+    assert value("thumbgen_last_backup_timestamp_seconds") == 0
+    backup.run_backup(settings)  # by hand, as the CronJob does, with its own metrics
+    newest = [s for s in backup.list_sets(settings.backup_path) if s.complete][-1]
+    gauges(None)
+    assert value("thumbgen_last_backup_timestamp_seconds") == 0  # not due yet: no disk reads
+    clock[0] = 301
+    gauges(None)
+    assert value("thumbgen_last_backup_timestamp_seconds") == backup.id_time(newest.set_id)
+    assert value("thumbgen_backup_bytes") == newest.size

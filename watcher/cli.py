@@ -83,10 +83,11 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)  # shared by App and remover
     remover = build_remover(settings, metrics, cpu_slots)
     app = App(settings, remover, metrics, cpu_slots)
-    if settings.scheduler_enabled:  # off where a Kubernetes CronJob runs backup and cleanup
-        from watcher.scheduler import Scheduler
+    from watcher.scheduler import BackupGauges, Scheduler
 
+    if settings.scheduler_enabled:  # off where a Kubernetes CronJob runs backup and cleanup
         Scheduler(settings, metrics).attach(app)
+    app.on_tick.append(BackupGauges(settings, metrics))
     server = _operations(settings, app)
     app.install_signal_handlers()
     logger.info("thumbgen {} starting (worker {}), configuration: {}", __version__,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -159,14 +160,7 @@ class Scheduler:
 
     def _restore_gauges(self) -> None:
         """After a restart, report the newest complete set on disk, not "never backed up"."""
-        try:
-            complete = [s for s in backup.list_sets(self.settings.backup_path) if s.complete]
-        except OSError as exc:  # the backup job will say more; the daemon starts anyway
-            logger.warning("cannot read {}: {}", self.settings.backup_path, exc)
-            return
-        if complete:
-            self.metrics.last_backup.set(backup.id_time(complete[-1].set_id) or 0)
-            self.metrics.backup_bytes.set(complete[-1].size)
+        report_backups_on_disk(self.settings, self.metrics)
 
     def stop(self) -> None:
         """Abandon a running job at its next checkpoint and wait for the job thread to end."""
@@ -226,3 +220,35 @@ class Scheduler:
 
 
 __all__ = ["Scheduler", "build_trigger", "crontab_weekdays", "lower_thread_priority"]
+
+
+def report_backups_on_disk(settings: Settings, metrics: Metrics) -> None:
+    """Set the last-backup gauges from the newest complete set in BACKUP_PATH, whoever wrote it
+    (this daemon's scheduler, ``thumbgen backup`` by hand, or a Kubernetes CronJob)."""
+    try:
+        complete = [s for s in backup.list_sets(settings.backup_path) if s.complete]
+    except OSError as exc:  # the backup job will say more; the daemon goes on
+        logger.warning("cannot read {}: {}", settings.backup_path, exc)
+        return
+    if complete:
+        metrics.last_backup.set(backup.id_time(complete[-1].set_id) or 0)
+        metrics.backup_bytes.set(complete[-1].size)
+
+
+class BackupGauges:
+    """A main-loop tick hook that re-reads BACKUP_PATH every ``interval`` seconds, so the
+    "no recent backup" alert sees backups made outside this daemon too."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, interval: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.interval = interval
+        self.clock = clock
+        self._next = 0.0
+
+    def __call__(self, app: object) -> None:
+        now = self.clock()
+        if now >= self._next:
+            self._next = now + self.interval
+            report_backups_on_disk(self.settings, self.metrics)
