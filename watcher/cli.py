@@ -39,7 +39,7 @@ def _local(settings: config.Settings, metrics: Metrics,
            cpu_slots: threading.Semaphore) -> Remover:
     from watcher.stages.removal.local import LocalRemover
 
-    return LocalRemover(settings.model_path, threads=1)
+    return LocalRemover(settings.model_path, threads=1, metrics=metrics)
 
 
 def _gradio(settings: config.Settings, metrics: Metrics,

@@ -119,3 +119,20 @@ def test_corrupt_model_raises_model_error(tmp_path: Path, model_path: Path) -> N
         LocalRemover(corrupt).load()
 
     assert str(corrupt) in str(err.value)
+
+
+def test_calls_are_counted_when_given_metrics(model_path: Path, data_dir: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from watcher.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    remover = LocalRemover(model_path, metrics=metrics)
+    with Image.open(data_dir / "products" / "mugs.jpg") as im:
+        remover.mask(im.convert("RGB").resize((320, 240)))
+    value = metrics.registry.get_sample_value
+    assert value("thumbgen_removal_requests_total", {"backend": "local", "outcome": "ok"}) == 1
+    remover.close()
+    with pytest.raises(RuntimeError):
+        remover.mask(Image.new("RGB", (10, 10)))
+    assert value("thumbgen_removal_requests_total", {"backend": "local", "outcome": "error"}) == 1

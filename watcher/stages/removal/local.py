@@ -10,6 +10,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from watcher.errors import ModelError
+from watcher.metrics import Metrics
 
 _SIDE = 320  # the network's fixed input size
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -31,11 +32,14 @@ class LocalRemover:
     name = "local"
     cpu_bound = True
 
-    def __init__(self, model_path: Path, threads: int = 1) -> None:
+    def __init__(self, model_path: Path, threads: int = 1, metrics: Metrics | None = None) -> None:
+        """``metrics``: count each call in ``thumbgen_removal_requests_total{backend="local"}``;
+        left None where a wrapping remover (the remote one's fallback) counts the calls itself."""
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.model_path = Path(model_path)
         self.threads = threads
+        self.metrics = metrics
         self._lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._input_name = ""
@@ -53,11 +57,20 @@ class LocalRemover:
 
     def mask(self, image: Image.Image) -> Image.Image:
         """An ``L`` mask of ``image.size``: 255 on the product, 0 on the background."""
-        session = self._get_session()
-        batch = _preprocess(image)
-        (pred,) = session.run([self._output_name], {self._input_name: batch})
+        try:
+            session = self._get_session()
+            batch = _preprocess(image)
+            (pred,) = session.run([self._output_name], {self._input_name: batch})
+        except Exception:
+            self._count("error")
+            raise
+        self._count("ok")
         small = Image.fromarray(_to_uint8(pred[0, 0]))
         return small.resize(image.size, Image.Resampling.BILINEAR)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.removal_requests.labels(self.name, outcome).inc()
 
     def close(self) -> None:
         """Drop the session; a later ``mask()`` is a bug and raises ``RuntimeError``."""
