@@ -124,4 +124,4 @@ def test_cli_dry_run_lists_exactly_what_the_real_run_removes(settings: Settings,
         tree[name] for name in ("cache_old", "temp_state", "temp_output", "temp_cache",
                                 "temp_backup")}
     assert not any(Path(p).exists() for p in listed(real.stdout, "removed"))
-    assert run_thumbgen("cleanup", "--dry-run", **env).stdout.strip() == "0 file(s) would remove"
+    assert run_thumbgen("cleanup", "--dry-run", **env).stdout.strip() == "0 file(s) would be removed"

@@ -188,7 +188,6 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     # like the daemon: remote calls wait on the network, so more threads than CPU slots
     threads = settings.cpu_workers + (0 if remover.cpu_bound else settings.max_concurrent_requests)
     items = _inputs([Path(p) for p in args.paths])
-    failed = 0
 
     def one(source: Path, rel: PurePosixPath) -> str | None:
         try:
@@ -201,15 +200,18 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
             logger.opt(exception=True).debug("processing {} failed", source)
             return f"{type(exc).__name__}: {exc}"
 
+    problems: list[tuple[Path, str]] = []
     _progress(0, len(items), 0)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, src, rel): src for src, rel in items}
         for n, future in enumerate(as_completed(futures), 1):
             problem = future.result()
             if problem:
-                failed += 1
-                logger.bind(file=str(futures[future])).warning("{}: {}", futures[future], problem)
-            _progress(n, len(items), failed)
+                problems.append((futures[future], problem))
+            _progress(n, len(items), len(problems))
+    for source, problem in sorted(problems):  # after the bar, so the two never share a line
+        logger.bind(file=str(source)).warning("{}: {}", source, problem)
+    failed = len(problems)
     print(f"{len(items) - failed} thumbnail(s) written to {out}, {failed} failed")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -288,7 +290,7 @@ def cmd_cleanup(settings: config.Settings, args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for removal in removals:
         print(f"{verb} {removal.kind:<9} {removal.age / 86400:7.1f} d  {removal.path}")
-    print(f"{len(removals)} file(s) {verb}")
+    print(f"{len(removals)} file(s) {'would be removed' if args.dry_run else 'removed'}")
     return EXIT_OK
 
 
@@ -309,7 +311,9 @@ COMMANDS: dict[str, Callable[[config.Settings, argparse.Namespace], int]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thumbgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="thumbgen", description="Watches a folder of product photos and publishes "
+        "marketplace thumbnails with the background removed.")
     parser.add_argument("--config", type=Path, help="TOML file (default: $THUMBGEN_CONFIG or "
                         "config/thumbgen.toml if present)")
     parser.add_argument("--version", action="version", version=f"thumbgen {__version__}")
@@ -366,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `thumbgen config | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

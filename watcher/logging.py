@@ -38,8 +38,9 @@ COMPRESSION = "gz"
 SYSLOG_IDENTIFIER = "thumbgen"
 MASK = "****"
 
+# the file is in the message already; the JSON and journald sinks carry it as a field
 CONSOLE_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
-                  "<cyan>{extra[file]}</cyan> {message}")
+                  "{message}")
 # loguru level → syslog priority (journald's PRIORITY field)
 _PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3,
              "CRITICAL": 2}

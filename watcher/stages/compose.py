@@ -136,7 +136,7 @@ class Backgrounds:
 
 
 def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
-    """The box around the product in ``mask``; the whole image when nothing stands out."""
+    """The box around the product in ``mask``; RejectedImage when the mask holds nothing."""
     box = mask.point(lambda v: 255 if v >= TRIM_THRESHOLD else 0).getbbox()
     if box is None:
         raise RejectedImage("No product could be found in the photo (the background removal "
