@@ -56,8 +56,6 @@ def test_thumbnails_come_from_the_remote_at_most_n_at_once_and_leave_no_temp_fil
     d.env["TMPDIR"] = str(system_tmp)
     d.start()
     d.wait_started()
-    # what start-up left (onnxruntime's import writes its telemetry id, TMPDIR/.ses)
-    before = set(system_tmp.iterdir())
     for n in range(50):
         drop(d.inbox, f"photo-{n:02}.jpg", shade=n)
 
@@ -67,8 +65,10 @@ def test_thumbnails_come_from_the_remote_at_most_n_at_once_and_leave_no_temp_fil
     assert stats["calls"] == {"png": 50} and stats["peak"] == 3
     assert len(d.thumbnails()) == 50 and not visible_files(d.failed)
     assert done_via(d.log(), "gradio") == 50
-    assert set(system_tmp.iterdir()) == before  # 50 remote calls left nothing in /tmp
-    assert list((d.inbox / ".thumbgen" / "tmp").iterdir()) == []
+    # the daemon points TMPDIR at .thumbgen/tmp: nothing at all lands in the system's /tmp
+    assert list(system_tmp.iterdir()) == []
+    # and the 50 downloads left nothing there either (onnxruntime's import writes .ses)
+    assert [p.name for p in (d.inbox / ".thumbgen" / "tmp").iterdir()] in ([], [".ses"])
 
     # the same photo dropped again under another name: the cache answers, not the remote
     drop(d.inbox, "photo-07-again.jpg", shade=7)
