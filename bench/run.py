@@ -1,0 +1,210 @@
+"""`make bench`: thumbgen's speed and memory beside reference tools, printed as tables.
+
+Sections (all medians; nothing is asserted, targets are only reported):
+  1. compose stage on 12 MP JPEGs, one core: thumbgen vs vipsthumbnail vs naive Pillow
+  2. whole pipeline, local model, 2 workers, 12 MP: images/s and where the time goes
+  3. peak RSS, 2 workers, 24 MP photos
+  4. burst of 10 000 small files vs 100: memory per queued file
+then bench/remote.py (the remote backend's bench, owned separately) when it exists.
+
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote]
+Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import inputs  # noqa: E402
+import memory  # noqa: E402
+import stage_compose  # noqa: E402
+import whole_pipeline  # noqa: E402
+from daemon import DaemonExited  # noqa: E402
+from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
+
+SECTIONS = ("compose", "pipeline", "rss", "burst", "remote")
+REMOTE_TIMEOUT = 240
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer files and rounds (a smoke run)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    os.chdir(REPO)
+    # a SIGTERM unwinds like Ctrl-C, so every daemon started here is stopped and its tree removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    header()
+    windows: list[tuple[str, CpuWindow]] = []
+    failed = []
+    with CpuMeter() as whole:
+        for name, title, fn in plan(args.quick):
+            if name not in only:
+                continue
+            print(f"\n== {title} ==", flush=True)
+            with CpuMeter() as meter:
+                try:
+                    for line in fn():
+                        print(line, flush=True)
+                except DaemonExited as exc:
+                    failed.append(name)
+                    print(f"  section {name} stopped: {exc}", flush=True)
+                except Exception:  # one broken section must not hide the others
+                    failed.append(name)
+                    print(f"  section {name} failed:\n{traceback.format_exc()}", flush=True)
+            windows.append((name, meter.window))
+            print(meter.window.line(), flush=True)
+    summary(windows, whole.window)
+    return 1 if failed else 0
+
+
+def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
+    n12, n24, rounds = (8, 6, 1) if quick else (40, 20, 3)
+    compose_files = 4 if quick else 12
+    burst_big = 2000 if quick else 10_000
+
+    def compose() -> list[str]:
+        photos = inputs.photos("12mp", n12)[:compose_files]
+        return [f"  inputs: {inputs.describe(photos)}"] + stage_compose.run(
+            photos, REPO / "backgrounds", rounds)
+
+    def pipeline() -> list[str]:
+        photos = inputs.photos("12mp", n12)
+        lines = [f"  inputs: {inputs.describe(photos)}"]
+        lines += whole_pipeline.model_alone(photos[:8], 2 if not quick else 1)
+        lines.append("")
+        return lines + whole_pipeline.daemon_run(photos, photos[:2])  # warm-up: copies, other names
+
+    def rss() -> list[str]:
+        photos = inputs.photos("24mp", n24)
+        return [f"  inputs: {inputs.describe(photos)}"] + memory.peak_rss(photos)
+
+    return [
+        ("compose", "1. compose stage, 12 MP JPEG → 1200×1200 JPEG q90, one core", compose),
+        ("pipeline", "2. whole pipeline, local model, 2 workers, 12 MP photos", pipeline),
+        ("rss", "3. peak memory, 2 workers, 24 MP photos", rss),
+        ("burst", f"4. burst memory: {burst_big} small files vs 100",
+         lambda: memory.burst(big=burst_big)),
+        ("remote", "5. remote backend (bench/remote.py)", remote),
+    ]
+
+
+def remote() -> list[str]:
+    script = HERE / "remote.py"
+    python = Path(sys.executable)
+    shown = python.relative_to(REPO) if python.is_relative_to(REPO) else python
+    command = f"{shown} bench/remote.py"
+    if not script.is_file():
+        return [f"  bench/remote.py is not there yet; when it is, run it with: {command}"]
+    print(f"  running: {command}  (timeout {REMOTE_TIMEOUT} s)", flush=True)
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=REPO, timeout=REMOTE_TIMEOUT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode()
+        return [out.rstrip(), f"  bench/remote.py timed out after {REMOTE_TIMEOUT} s"]
+    lines = [done.stdout.rstrip()]
+    if done.returncode:
+        lines.append(f"  bench/remote.py exited {done.returncode}")
+    return lines
+
+
+def header() -> None:
+    cores = os.cpu_count() or 1
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    mem = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text()
+               .splitlines() if line.startswith("MemTotal"))
+    print(f"thumbgen bench — {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"  machine: {cores} cores ({cpu}), {mib(mem)} RAM, load average {' '.join(load)}")
+    print(f"  versions: Python {platform.python_version()}, {versions()}")
+    print(f"  thumbgen under test: {under_test()}")
+    print("  Numbers are noisy when other work shares the machine (tests run by other engineers):")
+    print("  each section reports how much CPU other processes used and the CPU steal meanwhile.")
+
+
+def under_test() -> str:
+    """Which ``watcher`` package is measured (PYTHONPATH can point at another copy) and its commit."""
+    import watcher
+
+    where = Path(watcher.__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(where), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
+    return f"{where} ({rev or 'not a git checkout'})"
+
+
+def versions() -> str:
+    import numpy
+    import onnxruntime
+    import PIL
+
+    parts = [f"Pillow {PIL.__version__}", f"onnxruntime {onnxruntime.__version__}",
+             f"numpy {numpy.__version__}"]
+    try:
+        vips = subprocess.run(["vipsthumbnail", "--vips-version"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        parts.append(vips or "libvips ?")
+    except (OSError, subprocess.TimeoutExpired):
+        parts.append("vipsthumbnail missing")
+    return ", ".join(parts)
+
+
+def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
+    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY}
+    rows = []
+    if "compose" in s:
+        wall, cpu = s["compose"]
+        rows.append(("compose ÷ vipsthumbnail, 1 core", "≤ 0.80", f"{wall:.2f} (CPU {cpu:.2f})",
+                     _verdict(wall <= 0.8)))
+    if "images_per_s" in s:
+        rows.append(("whole pipeline, 2 cores, 12 MP", "≥ 8 images/s",
+                     f"{s['images_per_s']:.2f} images/s", _verdict(s["images_per_s"] >= 8)))
+    if "model_ms" in s:
+        rows.append(("  (model alone, 1 core)", "", f"{s['model_ms']:.0f} ms", ""))
+    if "peak_rss" in s:
+        rows.append(("peak RSS, 2 workers, 24 MP", "≤ 500 MB", mib(s["peak_rss"]),
+                     _verdict(s["peak_rss"] <= 500 * 1024**2)))
+    if "bytes_per_file" in s:
+        rows.append(("burst: RSS per queued file", "paths only",
+                     f"{s['bytes_per_file']:.0f} B ({mib(s['burst_growth'])} for the backlog)",
+                     ""))
+    print("\n== summary ==")
+    if rows:
+        print(table(["measure", "target", "measured", ""], rows))
+    noisy = [(name, w) for name, w in windows if w.others_cores > 0.2 or w.steal_pct > 2]
+    print(f"  whole run {whole.seconds:.0f} s; other processes used {whole.others_cores:.2f} "
+          f"cores on average, CPU steal {whole.steal_pct:.1f}%")
+    if noisy:
+        print("  NOISY: other work shared the machine during " + ", ".join(
+            f"{name} ({w.others_cores:.2f} cores)" for name, w in noisy)
+            + "; rerun on a quiet machine before trusting these figures.")
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
