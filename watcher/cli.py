@@ -7,6 +7,7 @@ configuration exits with code 2 and a message naming the key and the value.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -39,7 +40,8 @@ def _local(settings: config.Settings, metrics: Metrics,
            cpu_slots: threading.Semaphore) -> Remover:
     from watcher.stages.removal.local import LocalRemover
 
-    return LocalRemover(settings.model_path, threads=1, metrics=metrics)
+    # one model run at a time, on every CPU worker's core (see LocalRemover)
+    return LocalRemover(settings.model_path, threads=settings.cpu_workers, metrics=metrics)
 
 
 def _gradio(settings: config.Settings, metrics: Metrics,
@@ -79,6 +81,7 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher.app import App
 
     _private_tmp(settings)
+    _return_freed_images_to_the_os()
     metrics = Metrics()
     cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)  # shared by App and remover
     remover = build_remover(settings, metrics, cpu_slots)
@@ -97,6 +100,16 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+
+
+def _return_freed_images_to_the_os() -> None:
+    """Serve buffers of 1 MiB and more (decoded photos, masks) straight from mmap, so that freeing
+    one gives it back: glibc's own threshold climbs to 32 MiB and leaves them in per-thread heaps,
+    which held ~40 MB more at peak with two workers on 24 MP photos."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; glibc only
+    except (OSError, AttributeError):
+        pass
 
 
 def _operations(settings: config.Settings, app: App) -> http.Server | None:

@@ -89,6 +89,7 @@ class Pipeline:
             photo = validate.decode(validate.read_input(source, self.limits.max_bytes),
                                     self.limits)
         rgb, own_alpha = _split_alpha(photo.image)
+        del photo  # its bytes (up to MAX_FILE_SIZE) are not needed past decoding
         remove_slot = self.cpu if self.remover.cpu_bound else nullcontext()
         with self._stage(job, "remove", remove_slot if own_alpha is None else nullcontext()):
             if own_alpha is not None:

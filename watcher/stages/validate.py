@@ -8,6 +8,7 @@ The result is an 8-bit sRGB image, upright, no larger than needed for the output
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, ImageFile, UnidentifiedImageError
 
 from watcher.errors import RejectedImage
 
@@ -26,6 +27,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 _PIL_FORMATS = {"jpeg": ("JPEG", "MPO"), "png": ("PNG",), "webp": ("WEBP",)}
 _HUMAN = {"jpeg": "JPEG", "png": "PNG", "webp": "WebP"}
 _SRGB = ImageCms.createProfile("sRGB")
+# Every 16th level of each channel plus the grey ramp: a profile that maps these to themselves
+# is sRGB, whatever its name says.
+_LEVELS = (*range(0, 256, 17),)
+_PROBE = Image.frombytes("RGB", (4352, 1), bytes(
+    [c for r in _LEVELS for g in _LEVELS for b in _LEVELS for c in (r, g, b)]
+    + [v for v in range(256) for _ in range(3)]))
 _ORIENTATION = 0x0112
 _TRANSPOSE = {
     2: (Image.Transpose.FLIP_LEFT_RIGHT,),
@@ -241,11 +248,28 @@ def _working_scale(image: Image.Image, target: tuple[int, int]) -> Image.Image:
 def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
     """Convert from the embedded profile to sRGB; a broken profile is ignored, not fatal."""
     try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
         if image.mode not in ("RGB", "RGBA", "CMYK", "L"):
             image = image.convert("RGB")
-        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+        transform = _transform(icc, image.mode, out_mode)
+        if transform is None:
+            return image
+        converted = ImageCms.applyTransform(image, transform)
         return converted if converted is not None else image
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return image.convert("RGBA" if image.mode == "RGBA" else "RGB")
+
+
+@functools.lru_cache(maxsize=32)
+def _transform(icc: bytes, in_mode: str, out_mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from ``icc`` to sRGB, built once per profile (NOCACHE: shared by threads),
+    or None when it moves no value by more than 1: most photos carry plain sRGB, and applying
+    a transform costs more than decoding the photo."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    transform = ImageCms.buildTransform(source, _SRGB, in_mode, out_mode,
+                                        flags=ImageCms.Flags.NOCACHE)
+    if in_mode == "RGB" and out_mode == "RGB":
+        moved = ImageChops.difference(ImageCms.applyTransform(_PROBE, transform), _PROBE)
+        if max(high for _, high in moved.getextrema()) <= 1:
+            return None
+    return transform

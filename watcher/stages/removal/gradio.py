@@ -321,6 +321,7 @@ def build(settings: Settings, metrics: Metrics,
                                max_cooldown=4 * cooldown),
         rate_limit=RateLimit(settings.rate_limit_per_minute),
         cache=MaskCache(state / "cache", settings.cache_ttl) if settings.cache_enabled else None,
-        fallback=LocalRemover(settings.model_path) if settings.gradio_fallback_enabled else None,
+        fallback=(LocalRemover(settings.model_path, threads=settings.cpu_workers)
+                  if settings.gradio_fallback_enabled else None),
         cpu_slots=cpu_slots,
     )
