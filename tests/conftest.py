@@ -157,3 +157,11 @@ def running_app(make_settings: Callable[..., config.Settings]) -> Iterator[Calla
         app.flags.stop.set()
         app.remover.close()
         thread.join(30)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Path:
+    """An empty inbox folder, ``produtos/``, in a temp folder."""
+    folder = tmp_path / "produtos"
+    folder.mkdir()
+    return folder

@@ -19,13 +19,6 @@ P = PurePosixPath
 HOST = socket.gethostname()
 
 
-@pytest.fixture
-def box(tmp_path: Path) -> Path:
-    folder = tmp_path / "produtos"
-    folder.mkdir()
-    return folder
-
-
 def claims_for(box: Path, worker_id: str = "me") -> Claims:
     claims = Claims(box, box / ".thumbgen", worker_id)
     claims.setup()

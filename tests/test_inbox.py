@@ -32,13 +32,6 @@ def never_busy(rel: PurePosixPath) -> bool:
 
 
 @pytest.fixture
-def box(tmp_path: Path) -> Path:
-    folder = tmp_path / "produtos"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

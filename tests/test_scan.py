@@ -14,13 +14,6 @@ from watcher.scan import scan
 from watcher.stages import validate
 
 
-@pytest.fixture
-def box(tmp_path: Path) -> Path:
-    folder = tmp_path / "produtos"
-    folder.mkdir()
-    return folder
-
-
 def touch(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")

@@ -49,13 +49,6 @@ class Recorder:
 
 
 @pytest.fixture
-def box(tmp_path: Path) -> Path:
-    folder = tmp_path / "produtos"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     folder = tmp_path / "elsewhere"  # same filesystem, outside the watched tree
     folder.mkdir()
