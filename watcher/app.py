@@ -7,6 +7,7 @@ it (in-flight claims go straight back to the inbox, exit 1).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -211,7 +212,7 @@ class App:
         return 1 if self.flags.force.is_set() and abandoned else 0
 
     def _release(self, job: Job) -> bool:
-        if job.claimed is None or not job.claimed.exists():
+        if job.claimed is None or not os.path.lexists(job.claimed):  # a claimed link counts too
             return False
         try:
             self.claims.release(job.claimed, job.rel)
