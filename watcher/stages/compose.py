@@ -157,8 +157,10 @@ def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
     pw, ph = box[2] - box[0], box[3] - box[1]
     scale = min(cw * fill_ratio / pw, ch * fill_ratio / ph)
     size = (max(1, round(pw * scale)), max(1, round(ph * scale)))
-    # resample straight from the product's box: no full-scale crop is copied first
-    product = image.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    # resample straight from the product's box: no full-scale crop is copied first. BICUBIC:
+    # Pillow widens its support with the scale, so a ≤ 2× reduction (the working image is at
+    # most twice the output) is antialiased like LANCZOS at two thirds of its time
+    product = image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
     # the mask is a smooth upscale of the model's 320×320 output: LANCZOS adds nothing but time
     alpha = mask.resize(size, Image.Resampling.BILINEAR, box=box)
     canvas.paste(product, ((cw - size[0]) // 2, (ch - size[1]) // 2), alpha)
