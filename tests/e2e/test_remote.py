@@ -62,10 +62,12 @@ def test_thumbnails_come_from_the_remote_at_most_n_at_once_and_leave_no_temp_fil
     d.wait_idle(50, timeout=120)
 
     stats = remote.stats()
-    # every thumbnail came from a /png call (one CI run under load saw a 51st call the daemon
-    # never logged: an unexplained extra call is tolerated, a missing one is not)
-    assert set(stats["calls"]) == {"png"} and stats["calls"]["png"] >= 50
-    assert stats["peak"] == 3
+    # Every thumbnail came from a /png call, at most 3 at once. Under load gradio_client now and
+    # then reports a call as dropped ("the server went away") while the server still runs it; the
+    # daemon retries, so each such logged attempt may add one call and one to the server's peak.
+    retried = d.log().count("remote attempt failed")
+    assert set(stats["calls"]) == {"png"} and 50 <= stats["calls"]["png"] <= 50 + retried
+    assert 3 <= stats["peak"] <= 3 + retried
     assert len(d.thumbnails()) == 50 and not visible_files(d.failed)
     assert done_via(d.log(), "gradio") == 50
     # the daemon points TMPDIR at .thumbgen/tmp: nothing at all lands in the system's /tmp
