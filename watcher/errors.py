@@ -2,7 +2,6 @@
 
 - ConfigError: the daemon refuses to start (exit code 2), naming the key and the value.
 - RejectedImage: the input can never become a thumbnail; it goes to ``_falhas/`` with a reason.
-- RetryableError: a transient failure; the caller backs off and tries again.
 - RemovalUnavailable: no background remover can serve now (remote down, fallback off); the
   file waits in the inbox and is processed later. Never a reason to reject a good photo.
 """
@@ -35,10 +34,6 @@ class RejectedImage(ThumbgenError):
         self.detail = detail
         self.stage = stage
         super().__init__(f"{reason} ({detail})" if detail else reason)
-
-
-class RetryableError(ThumbgenError):
-    """A transient failure worth another try after a back-off."""
 
 
 class RemovalUnavailable(ThumbgenError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
-from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from watcher import __version__
 
@@ -82,4 +81,4 @@ class Metrics:
             self.stage_seconds.labels(stage)
 
 
-__all__ = ["Metrics", "DEFAULT_REGISTRY", "STAGES", "OUTCOMES"]
+__all__ = ["Metrics", "STAGES", "OUTCOMES"]

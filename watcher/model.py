@@ -32,7 +32,3 @@ class Job:
     reason: str = ""
     output: Path | None = None
     backend: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.rel.name
