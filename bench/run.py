@@ -91,6 +91,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         lines = [f"  inputs: {inputs.describe(photos)}"]
         lines += whole_pipeline.model_alone(photos[:8], 2 if not quick else 1)
         lines.append("")
+        lines += whole_pipeline.model_ceiling(photos[:8], 4.0 if quick else 8.0)
+        lines.append("")
         return lines + whole_pipeline.daemon_run(photos, photos[:2])  # warm-up: copies, other names
 
     def rss() -> list[str]:
@@ -183,6 +185,9 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
                      f"{s['images_per_s']:.2f} images/s", _verdict(s["images_per_s"] >= 8)))
     if "model_ms" in s:
         rows.append(("  (model alone, 1 core)", "", f"{s['model_ms']:.0f} ms", ""))
+    if "model_ceiling" in s:
+        rows.append(("  (model alone, all cores: the ceiling)", "",
+                     f"{s['model_ceiling']:.2f} images/s", ""))
     if "peak_rss" in s:
         rows.append(("peak RSS, 2 workers, 24 MP", "≤ 500 MB", mib(s["peak_rss"]),
                      _verdict(s["peak_rss"] <= 500 * 1024**2)))

@@ -6,12 +6,15 @@ once; the clock runs from the first rename to the N-th finished file. SETTLE_SEC
 inside that time, as it is for a user. Per-stage medians come from the daemon's own JSON log
 (one line per file with ``stages``: wall ms of validate, remove, compose, publish).
 
-For reference the model alone: ``LocalRemover.mask`` on a decoded working image, one core.
+For reference the model alone: ``LocalRemover.mask`` on a decoded working image, one core; and
+the model's own ceiling on both cores (``model_ceiling``): nothing but onnxruntime runs, so no
+pipeline built around this model can finish more images per second than that.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +79,51 @@ def model_alone(photos: list[Path], rounds: int) -> list[str]:
     return [f"  {len(images)} working images ({', '.join(f'{w}×{h}' for w, h in sizes)}) × "
             f"{rounds} rounds, core 0 only",
             table(["model alone", "wall ms", "CPU ms"], rows)]
+
+
+def model_ceiling(photos: list[Path], seconds: float = 8.0) -> list[str]:
+    """Model runs per second on all cores with nothing else running, in the two ways the cores
+    can be shared: one run at a time on every core (the daemon's way: it bounds memory), and one
+    single-threaded run per core at once (more memory). Pre-processing is done beforehand."""
+    settings = config.load(config_file=Path(os.devnull), env={})
+    limits = validate.Limits(settings.max_file_size, settings.max_pixels,
+                             settings.allowed_formats, settings.output_size)
+    batches = [local._preprocess(  # noqa: SLF001 — the bench isolates the onnxruntime run
+        validate.decode(validate.read_input(p, limits.max_bytes), limits).image) for p in photos]
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+    for label, threads, at_once in (
+            (f"one run at a time, {cores} threads (the daemon)", cores, 1),
+            (f"{cores} runs at once, 1 thread each", 1, cores)):
+        remover = local.LocalRemover(settings.model_path, threads=threads)
+        session = remover._get_session()  # noqa: SLF001 — runs without the remover's lock
+        feed_name, wanted = session.get_inputs()[0].name, [session.get_outputs()[0].name]
+        session.run(wanted, {feed_name: batches[0]})  # first run allocates the buffers
+        counts = [0] * at_once
+        deadline = time.perf_counter() + seconds
+
+        def loop(slot: int) -> None:
+            i = slot
+            while time.perf_counter() < deadline:
+                session.run(wanted, {feed_name: batches[i % len(batches)]})
+                counts[slot] += 1
+                i += at_once
+
+        start = time.perf_counter()
+        threads_ = [threading.Thread(target=loop, args=(k,)) for k in range(at_once)]
+        for t in threads_:
+            t.start()
+        for t in threads_:
+            t.join()
+        rate = sum(counts) / (time.perf_counter() - start)
+        rows.append((label, rate, 1000 * at_once / rate))
+        remover.close()
+    best = max(rate for _, rate, _ in rows)
+    SUMMARY["model_ceiling"] = best
+    return [f"  the model alone on all {cores} cores, nothing else running, {seconds:.0f} s each:",
+            table(["way of sharing the cores", "runs/s", "ms per run"], rows),
+            f"  ceiling for any pipeline around this model on this machine: {best:.2f} "
+            f"images/s (target ≥ 8: {'reachable' if best >= 8 else 'out of reach'})"]
 
 
 def daemon_run(photos: list[Path], warm: list[Path],
