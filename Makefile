@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench syspkgs model clean
+.PHONY: setup run test bench bench-options syspkgs model clean
 
 # Debian packages, installed only when missing and running as root (named otherwise): see
 # tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
@@ -49,5 +49,13 @@ bench: setup
 	$(MAKE) syspkgs EXTRA_SYS_DEPS=libvips-tools
 	$(BIN)/python bench/run.py
 
+# Faster ways to run the local model, against the daemon's own (bench/model_options.py). Their
+# packages (openvino, onnx) are not thumbgen's dependencies: they get a venv of their own.
+OPTIONS_VENV := .venv-options
+bench-options: model
+	@[ -x $(OPTIONS_VENV)/bin/python ] || $(PYTHON) -m venv $(OPTIONS_VENV)
+	$(OPTIONS_VENV)/bin/pip install -q -e . openvino onnx
+	$(OPTIONS_VENV)/bin/python bench/model_options.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OPTIONS_VENV) build *.egg-info

@@ -123,12 +123,13 @@ class LocalRemover:
         return session
 
 
-def _preprocess(image: Image.Image) -> np.ndarray:
-    """RGB 320×320 (LANCZOS), divided by its max, ImageNet mean/std, NCHW float32."""
+def _preprocess(image: Image.Image, side: int = _SIDE) -> np.ndarray:
+    """RGB side×side (320: what the model is made for; LANCZOS), divided by its max, ImageNet
+    mean/std, NCHW float32."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     # reducing_gap: a box reduce to within 2× of 320 first, then LANCZOS; same masks, a third
     # of the time of LANCZOS over the whole working image
-    small = rgb.resize((_SIDE, _SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    small = rgb.resize((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     arr = np.asarray(small, dtype=np.float32)
     peak = float(arr.max()) or 1.0  # an all-black photo must not divide by zero
     # (x / peak - mean) / std, folded into one multiply and one subtract, in place.
