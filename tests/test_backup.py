@@ -270,3 +270,51 @@ def test_retention_keeps_the_newest_complete_set_however_old(
     assert len(ids[newest_complete]) == 5  # the newest complete set stays whole
     assert ids[config_only] == ["config"]  # the newest good archive of a component stays
     assert archive in removed
+
+
+def test_an_archive_is_no_more_readable_than_the_files_it_holds(settings: Settings) -> None:
+    config_dir = settings.base_path / "config"
+    config_dir.mkdir()
+    secret = config_dir / "thumbgen.toml"
+    secret.write_text('GRADIO_TOKEN = "hf_only_the_owner_may_read_this"\n')
+    secret.chmod(0o600)
+    settle_all(config_dir)
+
+    report = backup.run_backup(settings, names=["produtos", "config"])
+
+    modes = {a.component: a.archive.stat().st_mode & 0o777 for a in report.archives}
+    assert modes == {"produtos": 0o644, "config": 0o600}
+
+
+def test_the_config_backup_records_the_settings_in_force_secrets_masked(
+        make_settings: Callable[..., Settings]) -> None:
+    token = "hf_aVeryPrivateToken12345"
+    settings = make_settings(GRADIO_TOKEN=token)
+    assert not (settings.base_path / "config").exists()  # as under systemd: settings in /etc
+
+    archive = backup.run_backup(settings, names=["config"]).archives[0].archive
+
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(backup.EFFECTIVE_SETTINGS)
+        assert member is not None
+        text = member.read().decode()
+    assert token not in text and "GRADIO_TOKEN" in text and "hf****45" in text
+    assert f"{settings.upload_path}" in text and "secrets masked" in text
+    assert restore.verify_archive(archive) == []
+    _, entries = manifest_of(archive)
+    assert entries[-1]["path"] == backup.EFFECTIVE_SETTINGS and entries[-1]["generated"]
+
+
+def test_a_real_file_of_the_records_name_wins(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    config_dir = settings.base_path / "config"
+    config_dir.mkdir(parents=True)
+    (config_dir / backup.EFFECTIVE_SETTINGS).write_text("the operator's own notes\n")
+    settle_all(config_dir)
+
+    archive = backup.run_backup(settings, names=["config"]).archives[0].archive
+
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == [backup.EFFECTIVE_SETTINGS]
+        member = tar.extractfile(backup.EFFECTIVE_SETTINGS)
+        assert member is not None and member.read() == b"the operator's own notes\n"

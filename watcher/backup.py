@@ -12,6 +12,11 @@ Left out on purpose: the daemon's own state (``.thumbgen/``: claims, temp files,
 temp files anywhere, ``BACKUP_PATH`` itself, and files changed within the settle window (still
 being written; the manifest names them). Append-only logs are the exception: the live
 ``app.log`` is archived as a snapshot of what it held when it was read.
+
+An archive is never readable by more people than its files were: it is group- or world-readable
+only if every file and folder in it is. The ``config`` archive also records the settings in force
+(``thumbgen-effective-settings.txt``, secrets masked), since the daemon may be configured from
+outside that folder (``/etc/thumbgen`` under systemd, a ConfigMap and env on Kubernetes).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -64,6 +70,9 @@ class BackupBusy(Exception):
     """Another backup holds the lock of ``BACKUP_PATH``."""
 
 
+EFFECTIVE_SETTINGS = "thumbgen-effective-settings.txt"
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -71,18 +80,30 @@ class Component:
     exclude: tuple[Path, ...] = ()
     # append-only files (logs) are archived as a snapshot even while they are being written
     snapshot_growing: bool = False
+    # (name, bytes) made by thumbgen and archived at the top, unless a real file has that name
+    generated: tuple[tuple[str, bytes], ...] = ()
 
 
 def components(settings: Settings) -> dict[str, Component]:
-    """Component name → what it archives. ``config`` is ``BASE_PATH/config``."""
+    """Component name → what it archives. ``config`` is ``BASE_PATH/config`` and a record of the
+    settings in force."""
     exclude = (settings.state_path, settings.backup_path)
     return {
         "produtos": Component("produtos", settings.upload_path, exclude),
         "backgrounds": Component("backgrounds", settings.background_path, exclude),
         "thumbnails": Component("thumbnails", settings.output_path, exclude),
-        "config": Component("config", settings.base_path / "config", exclude),
+        "config": Component("config", settings.base_path / "config", exclude,
+                            generated=((EFFECTIVE_SETTINGS, effective_settings(settings)),)),
         "logs": Component("logs", settings.log_path, exclude, snapshot_growing=True),
     }
+
+
+def effective_settings(settings: Settings) -> bytes:
+    """What ``thumbgen config`` prints, with a header saying what it is."""
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    head = [f"# thumbgen {__version__}: the settings in force at {stamp}, secrets masked.",
+            "# A record for whoever restores this backup; thumbgen never reads this file."]
+    return ("\n".join(head + settings.describe()) + "\n").encode()
 
 
 def is_own_temp(name: str) -> bool:
@@ -152,6 +173,11 @@ class _Tally:
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    # the group and other read bits every archived file and folder has
+    readable: int = 0o044
+
+    def seen(self, mode: int) -> None:
+        self.readable &= mode
 
     def skip(self, rel: str, reason: str) -> None:
         self.skipped.append({"path": rel, "reason": reason})
@@ -176,6 +202,7 @@ def _add_file(tar: tarfile.TarFile, comp: Component, path: Path, rel: str, tally
         if growing and not comp.snapshot_growing:
             return tally.skip(rel, f"still being written (changed {abs(now - st.st_mtime):.1f} s "
                                    "before the backup)")
+        tally.seen(st.st_mode)
         info = tarfile.TarInfo(rel)
         info.size, info.mtime, info.mode = st.st_size, st.st_mtime, stat.S_IMODE(st.st_mode)
         info.uid, info.gid = st.st_uid, st.st_gid
@@ -230,7 +257,9 @@ def _fill(tar: tarfile.TarFile, comp: Component, settle: float, now: float,
     if comp.root.is_symlink() or not comp.root.is_dir():
         tally.skip(".", "the folder does not exist" if not comp.root.exists()
                    else "not a real folder")
+        _add_generated(tar, comp, tally, now)
         return tally
+    tally.seen(comp.root.stat().st_mode)
     for path, rel, is_dir in _walk(comp.root, comp, tally):
         if cancel is not None and cancel.is_set():
             raise BackupCancelled()
@@ -241,11 +270,25 @@ def _fill(tar: tarfile.TarFile, comp: Component, settle: float, now: float,
             st = path.lstat()
         except FileNotFoundError:
             continue
+        tally.seen(st.st_mode)
         info = tarfile.TarInfo(rel)
         info.type, info.mtime, info.mode = tarfile.DIRTYPE, st.st_mtime, stat.S_IMODE(st.st_mode)
         tar.addfile(info)
         tally.entries.append({"path": rel, "type": "dir"})
+    _add_generated(tar, comp, tally, now)
     return tally
+
+
+def _add_generated(tar: tarfile.TarFile, comp: Component, tally: _Tally, now: float) -> None:
+    taken = {entry["path"] for entry in tally.entries}
+    for name, data in comp.generated:
+        if name in taken:  # a real file of that name was archived: it wins
+            continue
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), now, 0o644
+        tar.addfile(info, io.BytesIO(data))
+        tally.entries.append({"path": name, "type": "file", "size": len(data),
+                              "sha256": hashlib.sha256(data).hexdigest(), "generated": True})
 
 
 def publish_no_clobber(temp: Path, final: Path) -> None:
@@ -316,7 +359,7 @@ def backup_component(comp: Component, dest: Path, set_id: str, *, settle: float,
                 tally = _fill(tar, comp, settle, time.time(), cancel)
             raw.flush()
             os.fsync(raw.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, 0o600 | tally.readable)  # no wider than what it holds
         publish_no_clobber(temp, final)
     finally:
         if temp.exists():

@@ -154,9 +154,8 @@ def cmd_diagnose(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_config(settings: config.Settings, args: argparse.Namespace) -> int:
-    width = max(len(key) for key in config.option_names())
-    for key, value in settings.masked().items():
-        print(f"{key:<{width}}  {value}    # {settings.sources.get(key, '')}")
+    for line in settings.describe():
+        print(line)
     return EXIT_OK
 
 

@@ -375,6 +375,13 @@ class Settings:
             out[opt.key] = mask_secret(value) if opt.secret else _show(value)
         return out
 
+    def describe(self) -> list[str]:
+        """One line per key: its value in force (secrets masked) and where it came from. What
+        ``thumbgen config`` prints and the ``config`` backup records."""
+        width = max(len(opt.key) for opt in OPTIONS)
+        return [f"{key:<{width}}  {value}    # {self.sources.get(key, '')}"
+                for key, value in self.masked().items()]
+
 
 def mask_secret(value: object) -> str:
     text = str(value)
