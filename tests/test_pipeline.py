@@ -237,7 +237,9 @@ def test_a_file_that_is_not_a_photo_is_rejected_unchanged(settings: Settings,
     note = _note(settings, "sapatos/x.jpg")
     assert note["reason"] == job.reason
     assert note["reason"] == "The file is not a photo in a supported format (JPEG, PNG, WebP)."
-    assert (note["stage"], note["error"]) == ("validate", "RejectedImage")
+    assert (note["stage"], note["error"], note["kind"]) == ("validate", "RejectedImage",
+                                                            "not_a_photo")
+    assert job.kind == "not_a_photo"
     assert _files(settings.output_path) == []
     assert _files(settings.upload_path) == ["_falhas/sapatos/x.jpg",
                                             "_falhas/sapatos/x.jpg.erro.txt"]
@@ -250,12 +252,14 @@ def test_a_truncated_photo_is_rejected_with_a_plain_reason(settings: Settings,
     assert job.status is JobStatus.REJECTED
     assert _note(settings, "meia.jpg")["reason"] == (
         "The file is not a complete JPEG image (it may still have been uploading).")
+    assert _note(settings, "meia.jpg")["kind"] == "incomplete"
 
 
 def test_a_photo_the_remover_refuses_is_rejected_at_the_remove_stage(
         settings: Settings, process: Callable[..., Job]) -> None:
     remover = RaisingRemover(RejectedImage("The background-removal service cannot read this "
-                                           "photo.", "AppError", stage="remove"))
+                                           "photo.", "AppError", stage="remove",
+                                           kind="refused_by_remote"))
 
     job = process(remover, "x.jpg", PHOTO)
 
@@ -274,7 +278,7 @@ def test_an_empty_cutout_is_rejected_at_the_compose_stage(settings: Settings,
 
     assert job.status is JobStatus.REJECTED
     note = _note(settings, "x.jpg")
-    assert note["stage"] == "compose"
+    assert (note["stage"], note["kind"]) == ("compose", "no_product")
     assert note["reason"].startswith("No product could be found")
 
 
@@ -289,7 +293,8 @@ def test_a_bug_fails_one_file_keeps_it_and_the_next_one_works(
     assert (settings.failed_path / "a.jpg").read_bytes() == PHOTO
     note = _note(settings, "a.jpg")
     assert note["reason"] == UNEXPECTED_REASON
-    assert (note["stage"], note["error"]) == ("remove", "ZeroDivisionError")
+    assert (note["stage"], note["error"], note["kind"]) == ("remove", "ZeroDivisionError",
+                                                            "unexpected")
     assert note["detail"] == "a bug in the remover"
     assert any("unexpected error" in line for line in log_lines)
     assert done.status is JobStatus.DONE

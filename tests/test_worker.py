@@ -162,6 +162,7 @@ def test_the_pool_runs_queued_paths_through_the_pipeline(settings: Settings,
     samples = pool.metrics.registry
     assert samples.get_sample_value("thumbgen_files_total", {"outcome": "done"}) == 1
     assert samples.get_sample_value("thumbgen_files_total", {"outcome": "rejected"}) == 1
+    assert samples.get_sample_value("thumbgen_failures_total", {"reason": "not_a_photo"}) == 1
 
 
 def test_a_bug_in_a_stage_fails_the_file_and_the_worker_goes_on(

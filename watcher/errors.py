@@ -23,16 +23,38 @@ class ConfigError(ThumbgenError):
         super().__init__(f"invalid configuration: {key}={value!r}: {reason}")
 
 
+# Why a file ended in _falhas/, as a short fixed word: a metric label and a line of the .erro.txt.
+REJECT_KINDS = (
+    "link",                 # a symbolic or hard link, never followed
+    "not_a_file",           # a FIFO, device or socket
+    "empty",                # 0 bytes
+    "too_large",            # over MAX_FILE_SIZE
+    "too_many_pixels",      # over MAX_PIXELS, or a decompression bomb
+    "not_a_photo",          # no known image signature
+    "format_not_accepted",  # a known format left out of ALLOWED_FORMATS
+    "incomplete",           # cut short: still uploading, or a broken transfer
+    "damaged",              # decodes to nothing usable
+    "no_product",           # the background removal left nothing
+    "refused_by_remote",    # the remote app refuses this photo while it serves others
+)
+UNEXPECTED = "unexpected"  # a bug or an unforeseen error: the file is kept, the log has the rest
+
+
 class RejectedImage(ThumbgenError):
     """The input cannot become a thumbnail.
 
-    ``reason`` is one plain sentence a shop assistant understands; ``detail`` is for engineers.
+    ``reason`` is one plain sentence a shop assistant understands; ``detail`` is for engineers;
+    ``kind`` is one of ``REJECT_KINDS``, for counting.
     """
 
-    def __init__(self, reason: str, detail: str = "", stage: str = "validate") -> None:
+    def __init__(self, reason: str, detail: str = "", stage: str = "validate", *,
+                 kind: str) -> None:
+        if kind not in REJECT_KINDS:
+            raise ValueError(f"unknown rejection kind {kind!r}")
         self.reason = reason
         self.detail = detail
         self.stage = stage
+        self.kind = kind
         super().__init__(f"{reason} ({detail})" if detail else reason)
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from watcher import __version__
+from watcher.errors import REJECT_KINDS, UNEXPECTED
 
 # Stage latencies span a 10 ms compose to a two-minute remote call.
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -31,6 +32,10 @@ class Metrics:
         r = registry
         self.files = Counter("thumbgen_files", "Input files finished, by outcome.", ["outcome"],
                              registry=r)
+        self.failures = Counter("thumbgen_failures",
+                                "Files that ended in _falhas/, by reason: the kind of rejection "
+                                "(the `kind:` line of the .erro.txt), or unexpected.",
+                                ["reason"], registry=r)
         self.stage_seconds = Histogram("thumbgen_stage_seconds", "Time spent in each stage.",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=r)
         self.removal_requests = Counter("thumbgen_removal_requests",
@@ -77,6 +82,8 @@ class Metrics:
         self.build_info.info({"version": __version__})
         for outcome in OUTCOMES:
             self.files.labels(outcome)
+        for reason in (*REJECT_KINDS, UNEXPECTED):
+            self.failures.labels(reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
 

@@ -30,5 +30,6 @@ class Job:
     durations: dict[str, float] = field(default_factory=dict)
     status: JobStatus | None = None
     reason: str = ""
+    kind: str = ""  # why it was rejected or failed: errors.REJECT_KINDS or errors.UNEXPECTED
     output: Path | None = None
     backend: str = ""

@@ -22,7 +22,7 @@ from PIL import Image
 
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.errors import RejectedImage, RemovalUnavailable
+from watcher.errors import UNEXPECTED, RejectedImage, RemovalUnavailable
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.stages import compose as compose_stage
@@ -116,7 +116,7 @@ class Pipeline:
                     "thumbnail {} replaced an earlier one of the same name", rendered.rel)
             job.status = JobStatus.DONE
         except RejectedImage as exc:
-            self._reject(job, exc.reason, exc.stage, type(exc).__name__, exc.detail,
+            self._reject(job, exc.reason, exc.kind, exc.stage, type(exc).__name__, exc.detail,
                          JobStatus.REJECTED)
         except RemovalUnavailable as exc:
             self._release(job, claims, str(exc))
@@ -142,15 +142,16 @@ class Pipeline:
     def _fail(self, job: Job, exc: Exception) -> None:
         logger.bind(file=str(job.rel)).exception("unexpected error processing {}", job.rel)
         stage = next(reversed(job.durations), "validate") if job.durations else "validate"
-        self._reject(job, UNEXPECTED_REASON, stage, type(exc).__name__, str(exc), JobStatus.FAILED)
+        self._reject(job, UNEXPECTED_REASON, UNEXPECTED, stage, type(exc).__name__, str(exc),
+                     JobStatus.FAILED)
 
-    def _reject(self, job: Job, reason: str, stage: str, error: str, detail: str,
+    def _reject(self, job: Job, reason: str, kind: str, stage: str, error: str, detail: str,
                 status: JobStatus) -> None:
         assert job.claimed is not None
-        job.reason = reason
+        job.reason, job.kind = reason, kind
         job.status = status
         job.output = publish.reject(job.claimed, self.folders.failed, job.rel, reason=reason,
-                                    stage=stage, error=error, detail=detail)
+                                    kind=kind, stage=stage, error=error, detail=detail)
 
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from loguru import logger
 
 from watcher.claim import Claims
+from watcher.errors import UNEXPECTED
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.pipeline import Pipeline
@@ -146,12 +147,14 @@ class WorkerPool:
                 self.last_done = str(job.rel)
         if status in (JobStatus.DONE, JobStatus.REJECTED, JobStatus.FAILED):
             self.metrics.files.labels(status.value).inc()
+        if status in (JobStatus.REJECTED, JobStatus.FAILED):
+            self.metrics.failures.labels(job.kind or UNEXPECTED).inc()
         self.beat()
         total_ms = (time.monotonic() - job.started) * 1000
         stages = ", ".join(f"{k} {v * 1000:.0f}" for k, v in job.durations.items())
         log = logger.bind(file=str(job.rel), outcome=status.value, duration_ms=round(total_ms),
                           stages={k: round(v * 1000, 1) for k, v in job.durations.items()},
-                          backend=job.backend)
+                          backend=job.backend, **({"kind": job.kind} if job.kind else {}))
         if status is JobStatus.DONE:
             log.info("done {} in {:.0f} ms ({}) via {}", job.rel, total_ms, stages, job.backend)
         elif status is JobStatus.RELEASED:

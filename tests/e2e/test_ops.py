@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import THUMBGEN, Daemon, wait_for
 from tests.sd_notify import NotifyListener
+from watcher.errors import REJECT_KINDS, UNEXPECTED
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +113,10 @@ def test_health_metrics_and_logs_of_a_working_daemon(make_daemon: Callable[..., 
     samples = scrape(url)
     for outcome, count in (("done", 2), ("rejected", 2), ("failed", 0)):
         assert sample(samples, "thumbgen_files_total", outcome=outcome) == count, outcome
+    # why they were rejected: every reason is exported from the start, two of them counted once
+    for reason in (*REJECT_KINDS, UNEXPECTED):
+        expected = 1 if reason in ("not_a_photo", "damaged") else 0
+        assert sample(samples, "thumbgen_failures_total", reason=reason) == expected, reason
     for stage, count in (("validate", 4), ("remove", 2), ("compose", 2), ("publish", 2)):
         assert sample(samples, "thumbgen_stage_seconds_count", stage=stage) == count, stage
         assert sample(samples, "thumbgen_stage_seconds_bucket", stage=stage, le="120.0") == count

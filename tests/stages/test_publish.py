@@ -218,7 +218,8 @@ def test_archive_refuses_a_planted_folder_link(tmp_path: Path) -> None:
 
 def _reject(tmp_path: Path, claim: Path, rel: str, **fields: str) -> Path:
     values = {"reason": "The file is empty (0 bytes); it may still have been uploading.",
-              "stage": "validate", "error": "RejectedImage", "detail": "size 0", **fields}
+              "kind": "empty", "stage": "validate", "error": "RejectedImage",
+              "detail": "size 0", **fields}
     return reject(claim, tmp_path / "_falhas", PurePosixPath(rel), **values)
 
 

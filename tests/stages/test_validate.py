@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
-from watcher.errors import RejectedImage
+from watcher.errors import REJECT_KINDS, RejectedImage
 from watcher.stages.validate import Limits, decode, read_input
 
 DATA = Path(__file__).parent.parent / "data"
@@ -233,6 +233,7 @@ def test_a_truncated_jpeg_is_rejected_in_plain_words() -> None:
 
     assert error.reason == ("The file is not a complete JPEG image (it may still have been "
                             "uploading).")
+    assert error.kind == "incomplete"
 
 
 def test_a_half_uploaded_photo_is_rejected_not_decoded_grey() -> None:
@@ -258,6 +259,7 @@ def test_every_hostile_file_decodes_or_is_rejected(path: Path) -> None:
         photo = decode(data, LIMITS)
     except RejectedImage as exc:
         assert exc.reason.endswith(".") and "\n" not in exc.reason
+        assert exc.kind in REJECT_KINDS
         return
     assert photo.image.mode in ("RGB", "RGBA")
     photo.image.load()

@@ -84,14 +84,15 @@ def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) ->
     return where
 
 
-def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, stage: str,
-           error: str, detail: str) -> Path:
+def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, kind: str,
+           stage: str, error: str, detail: str) -> Path:
     """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it."""
     _make_dirs(failed_root, rel.parent)
     where = move_no_clobber(claimed, _inside(failed_root, rel))
     when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     text = (f"{reason}\n\n"
             f"file: {rel}\n"
+            f"kind: {kind}\n"
             f"stage: {stage}\n"
             f"error: {error}\n"
             f"detail: {detail}\n"

@@ -325,7 +325,7 @@ class RemoteRemover:
             with self._lock:
                 self._refusals.pop(key, None)
             raise RejectedImage(REFUSED_REASON, f"{self.remote.endpoint} refused it {count} "
-                                f"times: {exc}", stage="remove")
+                                f"times: {exc}", stage="remove", kind="refused_by_remote")
         log.warning("the remote refused this photo ({}); refusal {} of {}, the file waits and "
                     "is tried again", exc, count, self.backoff.attempts)
         raise RemovalUnavailable(f"the remote refused this photo ({exc}); it is tried again later")
