@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.errors import RejectedImage, RemovalUnavailable
+from watcher.errors import ADVICE, RejectedImage, RemovalUnavailable
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.pipeline import UNEXPECTED_REASON, Pipeline
@@ -93,16 +94,18 @@ def claims(settings: Settings) -> Claims:
 
 @pytest.fixture
 def process(settings: Settings, claims: Claims) -> Callable[..., Job]:
-    """``process(remover, rel, data)``: drop the file in the inbox, claim it, run the pipeline."""
+    """``process(remover, rel, data)``: drop the file in the inbox, claim it, run the pipeline;
+    ``data=None`` takes the file already in the inbox as it is."""
     pipelines: dict[int, Pipeline] = {}
 
-    def run(remover: Remover, rel: str, data: bytes) -> Job:
+    def run(remover: Remover, rel: str, data: bytes | None) -> Job:
         assert isinstance(remover, Remover)  # the doubles keep the real contract
         pipeline = pipelines.setdefault(
             id(remover), Pipeline(settings, remover, Metrics(CollectorRegistry())))
         path = settings.upload_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        if data is not None:
+            path.write_bytes(data)
         claimed = claims.claim(PurePosixPath(rel))
         assert claimed is not None
         return pipeline.run(Job(rel=PurePosixPath(rel), claimed=claimed), claims)
@@ -245,14 +248,15 @@ def test_a_file_that_is_not_a_photo_is_rejected_unchanged(settings: Settings,
                                             "_falhas/sapatos/x.jpg.erro.txt"]
 
 
-def test_a_truncated_photo_is_rejected_with_a_plain_reason(settings: Settings,
-                                                          process: Callable[..., Job]) -> None:
+def test_a_truncated_photo_first_waits_in_the_inbox(settings: Settings,
+                                                   process: Callable[..., Job]) -> None:
     job = process(CentreRemover(), "meia.jpg", PHOTO[: len(PHOTO) // 2])
 
-    assert job.status is JobStatus.REJECTED
-    assert _note(settings, "meia.jpg")["reason"] == (
-        "The file is not a complete JPEG image (it may still have been uploading).")
-    assert _note(settings, "meia.jpg")["kind"] == "incomplete"
+    # SETTLE_SECONDS 2 (the default): looked at again in 10 s, rejected after 40 s the same
+    assert job.status is JobStatus.RELEASED and job.hold == 10.0
+    assert job.reason.startswith("the file is not complete yet")
+    assert (settings.upload_path / "meia.jpg").read_bytes() == PHOTO[: len(PHOTO) // 2]
+    assert _files(settings.failed_path) == []
 
 
 def test_a_photo_the_remover_refuses_is_rejected_at_the_remove_stage(
@@ -340,3 +344,87 @@ def test_a_full_disk_puts_the_file_back_in_the_inbox(settings: Settings,
     assert job.status is JobStatus.RELEASED
     assert _files(settings.upload_path) == ["x.jpg"]
     assert (settings.upload_path / "x.jpg").read_bytes() == PHOTO
+
+
+# -- uploads that pause, and notes left behind -------------------------------------------------
+
+
+@pytest.fixture
+def slow_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """SETTLE_SECONDS 0.02: an incomplete file gets 0.4 s of grace, re-checked every 0.1 s."""
+    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=0.02)
+    for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
+                   s.state_path, s.background_path):
+        folder.mkdir(parents=True, exist_ok=True)
+    return s
+
+
+@pytest.fixture
+def slow_process(slow_settings: Settings) -> Callable[..., Job]:
+    claims = Claims(slow_settings.upload_path, slow_settings.state_path, slow_settings.worker_id)
+    claims.setup()
+    pipeline = Pipeline(slow_settings, CentreRemover(), Metrics(CollectorRegistry()))
+
+    def run(rel: str) -> Job:
+        claimed = claims.claim(PurePosixPath(rel))
+        assert claimed is not None
+        return pipeline.run(Job(rel=PurePosixPath(rel), claimed=claimed), claims)
+    return run
+
+
+def test_an_upload_that_pauses_waits_in_the_inbox_and_is_finished_later(
+        slow_settings: Settings, slow_process: Callable[..., Job]) -> None:
+    path = slow_settings.upload_path / "parada.jpg"
+    path.write_bytes(PHOTO[: len(PHOTO) // 2])  # the writer paused half way
+
+    first = slow_process("parada.jpg")
+
+    assert first.status is JobStatus.RELEASED and first.hold == pytest.approx(0.1)
+    assert path.read_bytes() == PHOTO[: len(PHOTO) // 2]  # back in the inbox, untouched
+    assert _files(slow_settings.failed_path) == []
+    with open(path, "ab") as fh:  # the writer goes on
+        fh.write(PHOTO[len(PHOTO) // 2:])
+
+    second = slow_process("parada.jpg")
+
+    assert second.status is JobStatus.DONE
+    assert (slow_settings.processed_path / "parada.jpg").read_bytes() == PHOTO
+    assert _files(slow_settings.failed_path) == []
+
+
+def test_an_incomplete_file_that_stays_the_same_is_rejected_after_the_grace(
+        slow_settings: Settings, slow_process: Callable[..., Job]) -> None:
+    cut = PHOTO[: len(PHOTO) // 2]
+    (slow_settings.upload_path / "meia.jpg").write_bytes(cut)
+
+    assert slow_process("meia.jpg").status is JobStatus.RELEASED
+    assert slow_process("meia.jpg").status is JobStatus.RELEASED  # same, but within the grace
+    time.sleep(0.45)
+    last = slow_process("meia.jpg")
+
+    assert last.status is JobStatus.REJECTED and last.kind == "incomplete"
+    assert (slow_settings.failed_path / "meia.jpg").read_bytes() == cut
+    note = (slow_settings.failed_path / "meia.jpg.erro.txt").read_text().splitlines()
+    assert note[0] == "The file is not a complete JPEG image (it may still have been uploading)."
+    assert note[1] == ADVICE["incomplete"]
+
+
+def test_a_damaged_file_is_rejected_at_once_even_with_a_grace(
+        slow_settings: Settings, slow_process: Callable[..., Job]) -> None:
+    (slow_settings.upload_path / "x.jpg").write_bytes(b"not a photo at all")
+
+    assert slow_process("x.jpg").status is JobStatus.REJECTED
+
+
+def test_a_thumbnail_removes_the_note_of_its_earlier_failure(
+        settings: Settings, process: Callable[..., Job]) -> None:
+    failed = settings.failed_path
+    (failed / "a.jpg.erro.txt").write_text("The file is not a complete JPEG image.\n")
+    (failed / "b.jpg").write_bytes(b"still here")
+    (failed / "b.jpg.erro.txt").write_text("The file is damaged.\n")
+
+    assert process(CentreRemover(), "a.jpg", PHOTO).status is JobStatus.DONE
+    assert process(CentreRemover(), "b.jpg", PHOTO).status is JobStatus.DONE
+
+    assert not (failed / "a.jpg.erro.txt").exists()  # its photo was put back and is done now
+    assert (failed / "b.jpg.erro.txt").is_file()  # another copy still sits there, explained

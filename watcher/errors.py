@@ -39,6 +39,27 @@ REJECT_KINDS = (
 )
 UNEXPECTED = "unexpected"  # a bug or an unforeseen error: the file is kept, the log has the rest
 
+# What the shop can do about it: the second line of the .erro.txt, under the reason.
+ADVICE = {
+    "link": "Copy the photo itself into produtos/, not a shortcut or link to it.",
+    "not_a_file": "Put a photo file into produtos/ instead.",
+    "empty": "Copy the photo into produtos/ again and wait until the copy has finished.",
+    "too_large": "Save a smaller copy of the photo (a lower quality or size) and put that in "
+                 "produtos/.",
+    "too_many_pixels": "Save a copy of the photo with fewer pixels and put that in produtos/.",
+    "not_a_photo": "Save the picture in one of the accepted formats and put that file in "
+                   "produtos/.",
+    "format_not_accepted": "Save the picture in one of the accepted formats and put that file "
+                           "in produtos/.",
+    "incomplete": "Copy the photo into produtos/ again and wait until the copy has finished.",
+    "damaged": "Download or export the photo again and put the new copy in produtos/.",
+    "no_product": "Use a photo where the product stands out clearly from its background.",
+    "refused_by_remote": "Try another photo of the product; if many photos fail like this, tell "
+                         "whoever runs thumbgen.",
+    UNEXPECTED: "Move the photo back into produtos/ to try again; if it fails again, tell "
+                "whoever runs thumbgen.",
+}
+
 
 class RejectedImage(ThumbgenError):
     """The input cannot become a thumbnail.

@@ -31,5 +31,7 @@ class Job:
     status: JobStatus | None = None
     reason: str = ""
     kind: str = ""  # why it was rejected or failed: errors.REJECT_KINDS or errors.UNEXPECTED
+    hold: float | None = None  # released: how long it waits before it is taken again (None: the
+                               # pool's default)
     output: Path | None = None
     backend: str = ""

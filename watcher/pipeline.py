@@ -11,6 +11,7 @@ import errno
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from PIL import Image
 
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.errors import UNEXPECTED, RejectedImage, RemovalUnavailable
+from watcher.errors import ADVICE, UNEXPECTED, RejectedImage, RemovalUnavailable
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.stages import compose as compose_stage
@@ -36,6 +37,14 @@ UNEXPECTED_REASON = ("An unexpected error stopped this photo from being processe
                      "kept unchanged and the details are in the daemon's log.")
 # A file's own alpha counts as a cut-out when at least this share of it is transparent.
 _OWN_ALPHA_MIN_TRANSPARENT = 0.01
+# An incomplete file may be an upload that paused longer than SETTLE_SECONDS: it goes back to the
+# inbox, and is rejected only once it has looked the same to this daemon for this many settle
+# periods (40 s by default), checked every _INCOMPLETE_RECHECK settle periods.
+INCOMPLETE_GRACE_SETTLES = 20
+_INCOMPLETE_RECHECK_SETTLES = 5
+_INCOMPLETE_REMEMBERED = 10_000
+STILL_UPLOADING = ("the file is not complete yet (it may still be uploading); it waits in the "
+                   "inbox and is tried again")
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,12 @@ class Pipeline:
         self.folders = Folders(settings.output_path, settings.processed_path,
                                settings.failed_path)
         self.tag = settings.worker_id
+        self.incomplete_grace = INCOMPLETE_GRACE_SETTLES * settings.settle_seconds
+        self.incomplete_hold = _INCOMPLETE_RECHECK_SETTLES * settings.settle_seconds
+        # rel → ((size, mtime_ns), when this daemon first saw it incomplete in that state)
+        self._incomplete: OrderedDict[PurePosixPath, tuple[tuple[int, int], float]] = (
+            OrderedDict())
+        self._incomplete_lock = threading.Lock()
 
     # -- the stages, timed ---------------------------------------------------------------------
 
@@ -114,8 +129,15 @@ class Pipeline:
             if replaced:
                 logger.bind(file=str(job.rel)).warning(
                     "thumbnail {} replaced an earlier one of the same name", rendered.rel)
+            publish.clear_stale_note(self.folders.failed, job.rel)
+            self._forget_incomplete(job.rel)
             job.status = JobStatus.DONE
         except RejectedImage as exc:
+            if exc.kind == "incomplete" and self._may_still_be_uploading(job):
+                job.hold = self.incomplete_hold
+                self._release(job, claims, STILL_UPLOADING)
+                return job
+            self._forget_incomplete(job.rel)
             self._reject(job, exc.reason, exc.kind, exc.stage, type(exc).__name__, exc.detail,
                          JobStatus.REJECTED)
         except RemovalUnavailable as exc:
@@ -129,6 +151,32 @@ class Pipeline:
         except Exception as exc:  # the per-item boundary: log, count, keep the file, go on
             self._fail(job, exc)
         return job
+
+    def _may_still_be_uploading(self, job: Job) -> bool:
+        """True until the incomplete file has stayed the same (size, mtime) for the grace time,
+        as seen by this daemon: a writer that paused is given time to finish. Another daemon
+        that takes the file meanwhile starts its own count, so none rejects it sooner."""
+        assert job.claimed is not None
+        if self.incomplete_grace <= 0:  # SETTLE_SECONDS 0: files are complete when they appear
+            return False
+        try:
+            st = os.lstat(job.claimed)
+        except OSError:
+            return False
+        state, now = (st.st_size, st.st_mtime_ns), time.monotonic()
+        with self._incomplete_lock:
+            seen = self._incomplete.get(job.rel)
+            if seen is None or seen[0] != state:
+                self._incomplete[job.rel] = (state, now)
+                self._incomplete.move_to_end(job.rel)
+                while len(self._incomplete) > _INCOMPLETE_REMEMBERED:
+                    self._incomplete.popitem(last=False)
+                return True
+            return now - seen[1] < self.incomplete_grace
+
+    def _forget_incomplete(self, rel: PurePosixPath) -> None:
+        with self._incomplete_lock:
+            self._incomplete.pop(rel, None)
 
     @staticmethod
     def _release(job: Job, claims: Claims, reason: str) -> None:
@@ -151,7 +199,8 @@ class Pipeline:
         job.reason, job.kind = reason, kind
         job.status = status
         job.output = publish.reject(job.claimed, self.folders.failed, job.rel, reason=reason,
-                                    kind=kind, stage=stage, error=error, detail=detail)
+                                    kind=kind, stage=stage, error=error, detail=detail,
+                                    advice=ADVICE.get(kind, ""))
 
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:

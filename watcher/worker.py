@@ -135,7 +135,7 @@ class WorkerPool:
         self.pipeline.run(job, self.claims)
         if job.status is JobStatus.RELEASED:
             for hook in self.on_released:  # before done(): the path is still busy meanwhile
-                hook(job.rel, self.release_hold)
+                hook(job.rel, self.release_hold if job.hold is None else job.hold)
         self._record(job)
 
     def _record(self, job: Job) -> None:

@@ -119,6 +119,24 @@ def test_slow_writer_is_processed_once_and_never_half_written(
     assert daemon.stop() == 0
 
 
+def test_an_upload_that_pauses_longer_than_the_settle_time_is_finished_not_rejected(
+        daemon: Daemon, data_dir: Path) -> None:
+    data = (data_dir / "products" / "mugs.jpg").read_bytes()
+    target = daemon.inbox / "parada.jpg"
+    with target.open("wb") as fh:  # a phone's upload: half, a 2.5 s stall, the rest
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        time.sleep(2.5)  # > SETTLE_SECONDS 0.3: the daemon takes it and finds it incomplete
+        fh.write(data[len(data) // 2:])
+    daemon.wait_idle(1, timeout=60)
+    log = daemon.log()
+    assert "not complete yet" in log  # it did find the half file, and let it wait
+    assert _done_lines(log, "parada.jpg") == 1, log[-2000:]
+    assert not visible_files(daemon.failed)
+    assert (daemon.processed / "parada.jpg").read_bytes() == data
+    assert daemon.stop() == 0
+
+
 def test_moved_in_and_renamed_in_files_are_processed(
         daemon: Daemon, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     outside = tmp_path_factory.mktemp("outside")
