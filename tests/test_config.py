@@ -354,3 +354,13 @@ def test_the_env_example_names_only_known_keys() -> None:
     named = set(re.findall(r"^\s*#?\s*THUMBGEN_([A-Z0-9_]+)\s*=", path.read_text(), re.MULTILINE))
     assert named, "no THUMBGEN_ variables in the env example"
     assert named <= set(SPEC_KEYS) | {"CONFIG"}
+
+
+def test_unknown_thumbgen_variables_are_found_but_not_kubernetes_service_links() -> None:
+    env = {"THUMBGEN_OUTPUT_SIZ": "800", "THUMBGEN_OUTPUT_SIZE": "800",
+           "THUMBGEN_CONFIG": "x.toml", "THUMBGEN_HTTP_PORT": "9000",
+           "THUMBGEN_SERVICE_HOST": "10.0.0.1", "THUMBGEN_SERVICE_PORT": "8080",
+           "THUMBGEN_SERVICE_PORT_HTTP": "8080", "THUMBGEN_PORT": "tcp://10.0.0.1:8080",
+           "THUMBGEN_PORT_8080_TCP_ADDR": "10.0.0.1", "OTHER_THING": "1"}
+
+    assert config.unknown_env(env) == ["THUMBGEN_OUTPUT_SIZ"]

@@ -131,3 +131,14 @@ def test_the_command_prints_lines_and_exits_1_on_failure(
     bad = run_thumbgen("diagnose", MODEL_PATH=model_path, REMOVAL_BACKEND="local")
     assert bad.returncode == 1
     assert "FAIL  output" in bad.stdout
+
+
+def test_a_misspelt_environment_setting_is_named_not_ignored_silently(
+        run_thumbgen: Callable[..., subprocess.CompletedProcess[str]], model_path: Path) -> None:
+    found = run_thumbgen("diagnose", MODEL_PATH=model_path, REMOVAL_BACKEND="local",
+                         OUTPUT_SIZ="800")
+
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "WARN  config      THUMBGEN_OUTPUT_SIZ is set but is no setting" in found.stdout
+    printed = run_thumbgen("config", OUTPUT_SIZ="800")
+    assert "THUMBGEN_OUTPUT_SIZ is set but is no setting" in printed.stderr

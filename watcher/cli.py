@@ -380,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     log_setup.setup(settings.log_level if not quiet else "WARNING",
                     settings.log_path if args.command == "run" else None,
                     secrets=[settings.gradio_token])
+    if args.command != "diagnose":  # diagnose lists them among its findings
+        for name in config.unknown_env():
+            logger.warning("{} is set but is no setting, so it is ignored; check its spelling "
+                           "against `thumbgen config`", name)
     try:
         return COMMANDS[args.command](settings, args)
     except ConfigError as exc:

@@ -420,6 +420,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
+# Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_8080_TCP… for a Service named
+# "thumbgen" unless enableServiceLinks is off: those are not misspelt settings.
+_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
+
+
+def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """``THUMBGEN_*`` variables that are no setting: most likely a misspelt key, which would
+    otherwise be ignored without a word (a misspelt TOML key stops the daemon instead)."""
+    env = os.environ if env is None else env
+    known = {opt.env_name for opt in OPTIONS} | {ENV_PREFIX + "CONFIG"}
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known
+                  and not _SERVICE_LINK.search(name))
+
+
 def _config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
     if explicit is not None:
         return explicit

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from watcher import models
+from watcher import config, models
 from watcher.config import Settings
 from watcher.health import DiskThresholds, probe_write
 
@@ -52,6 +52,9 @@ def check_config(s: Settings) -> Iterator[Finding]:
     changed = sorted(k for k, source in s.sources.items() if source != "default")
     yield Finding(OK, "config", f"valid; {len(changed)} value(s) set"
                   + (f" ({', '.join(changed)})" if changed else ", all defaults"))
+    for name in config.unknown_env():
+        yield Finding(WARN, "config", f"{name} is set but is no setting, so it is ignored",
+                      "check its spelling against `thumbgen config`")
     cores = os.cpu_count() or 1
     if s.workers > cores:
         yield Finding(WARN, "config", f"WORKERS={s.workers} but this machine has {cores} core(s)",
