@@ -27,11 +27,14 @@ def test_config_prints_every_key_with_the_token_masked(run_thumbgen: Run) -> Non
     assert "env THUMBGEN_WORKERS" in lines["WORKERS"]
 
 
-def test_config_reads_the_file_given(run_thumbgen: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["before the command", "after the command"])
+def test_config_reads_the_file_given(run_thumbgen: Run, tmp_path: Path, where: str) -> None:
     path = tmp_path / "mine.toml"
     path.write_text(f"gradio_token = '{TOKEN}'\noutput_size = '1200x900'\n")
 
-    result = run_thumbgen("--config", str(path), "config")
+    args = (["--config", str(path), "config"] if where == "before the command"
+            else ["config", "--config", str(path)])
+    result = run_thumbgen(*args)
 
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -332,37 +332,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thumbgen", description="Watches a folder of product photos and publishes "
         "marketplace thumbnails with the background removed.")
-    parser.add_argument("--config", type=Path, help="TOML file (default: $THUMBGEN_CONFIG or "
-                        "config/thumbgen.toml if present)")
+    config_help = "TOML file (default: $THUMBGEN_CONFIG or config/thumbgen.toml if present)"
+    parser.add_argument("--config", type=Path, help=config_help)
+    # --config also after the command (`thumbgen config --config FILE`); SUPPRESS: when it is
+    # not given there, the one before the command (or None) stands
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     parser.add_argument("--version", action="version", version=f"thumbgen {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon")
-    sub.add_parser("config", help="print the effective configuration, secrets masked")
-    models = sub.add_parser("models", help="manage the local model")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    add("run", help="run the daemon")
+    add("config", help="print the effective configuration, secrets masked")
+    models = add("models", help="manage the local model")
     models.add_argument("action", choices=["fetch"])
-    process = sub.add_parser("process", help="make thumbnails of files or folders, once")
+    process = add("process", help="make thumbnails of files or folders, once")
     process.add_argument("paths", nargs="+", metavar="PATH")
     process.add_argument("--out", type=Path, help="output folder (default: OUTPUT_PATH)")
-    backup = sub.add_parser("backup", help="write a backup set now, or --verify one")
+    backup = add("backup", help="write a backup set now, or --verify one")
     backup.add_argument("components", nargs="*", type=_component, metavar="COMPONENT",
                         help="produtos, backgrounds, thumbnails, config, logs (default: all)")
     backup.add_argument("--verify", metavar="ID", help="check the archives of set ID "
                         "against their manifests instead")
-    sub.add_parser("backups", help="list backup sets")
-    restore = sub.add_parser("restore", help="restore a backup set (ID or 'latest')")
+    add("backups", help="list backup sets")
+    restore = add("restore", help="restore a backup set (ID or 'latest')")
     restore.add_argument("id", metavar="ID")
     restore.add_argument("components", nargs="*", type=_component, metavar="COMPONENT")
     restore.add_argument("--to", type=Path, metavar="DIR",
                          help="restore into DIR/<component> instead of the live folders")
     restore.add_argument("--force", action="store_true", help="replace existing files")
-    cleanup = sub.add_parser("cleanup", help="remove what has passed its retention")
+    cleanup = add("cleanup", help="remove what has passed its retention")
     cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
-    health = sub.add_parser("health", help="the running daemon's /health; exit 0 healthy, "
+    health = add("health", help="the running daemon's /health; exit 0 healthy, "
                             "1 degraded, 2 unhealthy or unreachable")
     health.add_argument("--url", help="the daemon's base URL (default: HTTP_HOST:HTTP_PORT, or "
                         "the address file when HTTP_PORT is 0)")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-    sub.add_parser("diagnose", help="check folders, permissions, disk, inotify, config, remote "
+    add("diagnose", help="check folders, permissions, disk, inotify, config, remote "
                    "and model; exit 1 if anything fails")
     return parser
 
