@@ -75,6 +75,7 @@ def test_a_port_in_use_is_a_configuration_error(serve: Callable[..., http.Server
     with pytest.raises(ConfigError) as err:
         http.Server("127.0.0.1", taken.port, {}).start()
     assert err.value.key == "HTTP_PORT"
+    assert "give each its own HTTP_PORT" in err.value.reason
 
 
 def test_a_failing_route_answers_500_and_the_server_goes_on(
@@ -110,7 +111,8 @@ def test_metrics_route_serves_the_registry_in_both_formats() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.files.labels("done").inc(3)
     table = http.routes(None, metrics)
-    assert set(table) == {"/metrics"}  # health endpoints off
+    assert set(table) == {"/", "/metrics"}  # health endpoints off
+    assert json.loads(table["/"]({}).body)["endpoints"] == ["/metrics"]
 
     plain = table["/metrics"]({})
     samples = {(s.name, s.labels.get("outcome")): s.value

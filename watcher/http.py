@@ -13,6 +13,7 @@ http://…") and written to ``produtos/.thumbgen/http.json`` (``{"url", "host", 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -62,7 +63,8 @@ def _json(status: int, doc: Any) -> Response:
 
 
 def routes(health: Health | None, metrics: Metrics | None) -> dict[str, Route]:
-    """Switched on: /health, /livez, /readyz with ``health``; /metrics with ``metrics``."""
+    """Switched on: /health, /livez, /readyz with ``health``; /metrics with ``metrics``; and ``/``
+    listing them when any is."""
     table: dict[str, Route] = {}
     if health is not None:
         def health_doc(headers: Mapping[str, str]) -> Response:
@@ -86,6 +88,9 @@ def routes(health: Health | None, metrics: Metrics | None) -> dict[str, Route]:
             return Response(200, encoder(registry), content_type)
 
         table["/metrics"] = scrape
+    if table:  # someone who opens the address in a browser learns what is there
+        listing = {"service": f"thumbgen {__version__}", "endpoints": sorted(table)}
+        table["/"] = lambda headers: _json(200, listing)
     return table
 
 
@@ -187,8 +192,11 @@ class Server:
             self._httpd = OpsServer((self.host, self.port), self.table, self.max_concurrent,
                                     self.socket_timeout)
         except OSError as exc:
-            raise ConfigError("HTTP_PORT", f"{self.host}:{self.port}",
-                              f"cannot listen there: {exc.strerror or exc}") from None
+            why = f"cannot listen there: {exc.strerror or exc}"
+            if exc.errno == errno.EADDRINUSE:
+                why += ("; if another thumbgen runs on this host, give each its own HTTP_PORT "
+                        "(0 picks a free port)")
+            raise ConfigError("HTTP_PORT", f"{self.host}:{self.port}", why) from None
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
             "poll_interval": 0.2}, name="http", daemon=True)
