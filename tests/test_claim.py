@@ -328,3 +328,18 @@ def test_heartbeat_recreates_a_removed_folder(box: Path) -> None:
     claims.heartbeat()
 
     assert (claims.mine / HEARTBEAT_NAME).exists()
+
+
+def test_close_removes_my_folder_only_when_it_holds_no_claim(box: Path) -> None:
+    write(box / "loja" / "a.jpg", b"a")
+    claims = claims_for(box)
+    claims.setup()
+    claimed = claims.claim(P("loja/a.jpg"))
+    assert claimed is not None
+
+    assert claims.close() is False  # a claim is still in it: folder and heartbeat stay
+    assert (claims.mine / HEARTBEAT_NAME).is_file()
+    claims.release(claimed, P("loja/a.jpg"))
+    assert claims.close() is True
+    assert not claims.mine.exists()
+    assert (box / "loja" / "a.jpg").read_bytes() == b"a"

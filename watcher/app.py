@@ -206,6 +206,8 @@ class App:
         released = sum(self._release(job) for job in abandoned)
         if abandoned:
             logger.warning("released {} unfinished file(s) back to the inbox", released)
+        if not self.pool.alive():  # no worker can claim anything any more
+            self.claims.close()
         self.remover.close()
         logger.info("stopped after {:.0f} s: {} file(s) finished", time.time() - self.started,
                     self.pool.done_count)

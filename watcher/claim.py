@@ -148,6 +148,14 @@ class Claims:
         """Put a claimed file back in the inbox (to be processed later). Never overwrites."""
         return move_no_clobber(claimed, self.inbox / rel)
 
+    def close(self) -> bool:
+        """At a clean stop: remove our claim folder when it holds no claim (a folder with one
+        keeps its heartbeat, and the next start returns what is in it). True if removed."""
+        if not self.mine.is_dir() or any(self._claimed_files(self.mine)):
+            return False
+        _remove_empty_tree(self.mine)
+        return not self.mine.exists()
+
     def _claimed_files(self, folder: Path) -> Iterator[Path]:
         for dirpath, dirnames, filenames in os.walk(folder):
             # a claimed link to a folder is an input like any other: moved back, never followed

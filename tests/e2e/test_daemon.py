@@ -238,6 +238,8 @@ def test_sigterm_mid_work_exits_0_and_a_restart_finishes_the_rest(
     assert done_first < 24, "everything finished before SIGTERM: the test proves nothing"
     left = [p for p in visible_files(d.inbox) if "_processados" not in str(p)]
     assert len(left) + done_first == 24, "a file was lost or duplicated at shutdown"
+    claimed = d.inbox / ".thumbgen" / "claimed"
+    assert not claimed.exists() or not list(claimed.iterdir()), "a clean stop left its claims"
     d.start()
     d.wait_idle(24)
     assert d.stop() == 0
