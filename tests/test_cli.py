@@ -25,6 +25,7 @@ def test_config_prints_every_key_with_the_token_masked(run_thumbgen: Run) -> Non
     assert "****" in lines["GRADIO_TOKEN"]
     assert lines["WORKERS"].split()[1] == "3"
     assert "env THUMBGEN_WORKERS" in lines["WORKERS"]
+    assert lines["REMOVAL_BACKEND"].endswith("# default, used: local")  # auto, no remote set
 
 
 @pytest.mark.parametrize("where", ["before the command", "after the command"])

@@ -379,7 +379,10 @@ class Settings:
         """One line per key: its value in force (secrets masked) and where it came from. What
         ``thumbgen config`` prints and the ``config`` backup records."""
         width = max(len(opt.key) for opt in OPTIONS)
+        notes = {"REMOVAL_BACKEND": f", used: {self.removal_kind}",
+                 "WORKER_ID": ", this process's own (each process has one)"}
         return [f"{key:<{width}}  {value}    # {self.sources.get(key, '')}"
+                + (notes.get(key, "") if self.sources.get(key) == "default" else "")
                 for key, value in self.masked().items()]
 
 
