@@ -133,7 +133,7 @@ def _register_exact_arena() -> None:
     """Give onnxruntime's CPU arena, once per process, the strategy that grows it by what a run
     asks for (kSameAsRequested) instead of doubling its last region: with the default, the
     daemon's resident memory after the same 24 MP run varied by ~50 MB from one start to the
-    next (peaks 449–511 MB); with this, 477–480 MB, at the same speed."""
+    next (peaks 449–511 MB); with this, 475–481 MB, at the same speed."""
     global _ARENA_REGISTERED
     with _ARENA_LOCK:
         if _ARENA_REGISTERED:
