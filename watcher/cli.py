@@ -92,8 +92,10 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     app.on_tick.append(BackupGauges(settings, metrics))
     server = _operations(settings, app)
     app.install_signal_handlers()
-    logger.info("thumbgen {} starting (worker {}), configuration: {}", __version__,
-                settings.worker_id, settings.masked())
+    # the whole configuration as a field of the JSON log line; the console shows where to look
+    logger.bind(configuration=settings.masked()).info(
+        "thumbgen {} starting (worker {}); `thumbgen config` lists the configuration",
+        __version__, settings.worker_id)
     try:
         return app.run()
     finally:
