@@ -414,17 +414,3 @@ def test_a_damaged_file_is_rejected_at_once_even_with_a_grace(
     (slow_settings.upload_path / "x.jpg").write_bytes(b"not a photo at all")
 
     assert slow_process("x.jpg").status is JobStatus.REJECTED
-
-
-def test_a_thumbnail_removes_the_note_of_its_earlier_failure(
-        settings: Settings, process: Callable[..., Job]) -> None:
-    failed = settings.failed_path
-    (failed / "a.jpg.erro.txt").write_text("The file is not a complete JPEG image.\n")
-    (failed / "b.jpg").write_bytes(b"still here")
-    (failed / "b.jpg.erro.txt").write_text("The file is damaged.\n")
-
-    assert process(CentreRemover(), "a.jpg", PHOTO).status is JobStatus.DONE
-    assert process(CentreRemover(), "b.jpg", PHOTO).status is JobStatus.DONE
-
-    assert not (failed / "a.jpg.erro.txt").exists()  # its photo was put back and is done now
-    assert (failed / "b.jpg.erro.txt").is_file()  # another copy still sits there, explained

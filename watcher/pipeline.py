@@ -129,7 +129,6 @@ class Pipeline:
             if replaced:
                 logger.bind(file=str(job.rel)).warning(
                     "thumbnail {} replaced an earlier one of the same name", rendered.rel)
-            publish.clear_stale_note(self.folders.failed, job.rel)
             self._forget_incomplete(job.rel)
             job.status = JobStatus.DONE
         except RejectedImage as exc:

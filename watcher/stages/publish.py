@@ -84,21 +84,6 @@ def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) ->
     return where
 
 
-def clear_stale_note(failed_root: Path, rel: PurePosixPath) -> None:
-    """After ``rel`` became a thumbnail: remove ``_falhas/<rel>.erro.txt`` when the photo it
-    explained is no longer beside it (it was put back and has now been processed)."""
-    note = _inside(failed_root, rel.with_name(rel.name + NOTE_SUFFIX))
-    photo = _inside(failed_root, rel)
-    try:
-        if os.path.realpath(note.parent) != os.path.join(os.path.realpath(failed_root),
-                                                         *rel.parts[:-1]):
-            return  # a folder on the way is a link: never act outside _falhas/
-        if not os.path.lexists(photo) and note.is_file() and not note.is_symlink():
-            note.unlink()
-    except OSError:
-        pass  # only tidying: a note left behind is harmless
-
-
 def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, kind: str,
            stage: str, error: str, detail: str, advice: str = "") -> Path:
     """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it."""
