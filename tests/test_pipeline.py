@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -78,7 +79,9 @@ class RaisingRemover(CentreRemover):
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    s = make_settings(OUTPUT_SIZE=300, WORKERS=1)
+    # SETTLE_SECONDS 0: a file is complete when it appears (no grace for unreadable files here;
+    # the slow_settings tests below give it)
+    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=0)
     for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
                    s.state_path, s.background_path):
         folder.mkdir(parents=True, exist_ok=True)
@@ -248,11 +251,27 @@ def test_a_file_that_is_not_a_photo_is_rejected_unchanged(settings: Settings,
                                             "_falhas/sapatos/x.jpg.erro.txt"]
 
 
-def test_a_truncated_photo_first_waits_in_the_inbox(settings: Settings,
-                                                   process: Callable[..., Job]) -> None:
+def test_a_truncated_photo_is_rejected_at_once_when_files_settle_at_once(
+        settings: Settings, process: Callable[..., Job]) -> None:
     job = process(CentreRemover(), "meia.jpg", PHOTO[: len(PHOTO) // 2])
 
-    # SETTLE_SECONDS 2 (the default): looked at again in 10 s, rejected after 40 s the same
+    assert job.status is JobStatus.REJECTED and job.kind == "incomplete"
+    assert _note(settings, "meia.jpg")["reason"] == (
+        "The file is not a complete JPEG image (it may still have been uploading).")
+
+
+def test_with_the_default_settle_a_truncated_photo_first_waits_in_the_inbox(
+        make_settings: Callable[..., Settings], claims: Claims) -> None:
+    settings = make_settings(OUTPUT_SIZE=300, WORKERS=1)  # SETTLE_SECONDS 2, the default
+    pipeline = Pipeline(settings, CentreRemover(), Metrics(CollectorRegistry()))
+    (settings.upload_path / "meia.jpg").write_bytes(PHOTO[: len(PHOTO) // 2])
+    claimed = claims.claim(PurePosixPath("meia.jpg"))
+    assert claimed is not None
+
+    job = pipeline.run(Job(rel=PurePosixPath("meia.jpg"), claimed=claimed), claims)
+
+    # looked at again in 10 s, rejected once it has stayed the same for 40 s
+    assert pipeline.incomplete_grace == 40.0
     assert job.status is JobStatus.RELEASED and job.hold == 10.0
     assert job.reason.startswith("the file is not complete yet")
     assert (settings.upload_path / "meia.jpg").read_bytes() == PHOTO[: len(PHOTO) // 2]
@@ -409,8 +428,23 @@ def test_an_incomplete_file_that_stays_the_same_is_rejected_after_the_grace(
     assert note[1] == ADVICE["incomplete"]
 
 
-def test_a_damaged_file_is_rejected_at_once_even_with_a_grace(
-        slow_settings: Settings, slow_process: Callable[..., Job]) -> None:
-    (slow_settings.upload_path / "x.jpg").write_bytes(b"not a photo at all")
+@pytest.mark.parametrize("start", [b"", PHOTO[:40_000], b"\0" * 40_000],
+                         ids=["empty", "cut short", "zeros reserved first"])
+def test_every_kind_of_unfinished_upload_is_given_time(
+        slow_settings: Settings, slow_process: Callable[..., Job], start: bytes) -> None:
+    path = slow_settings.upload_path / "chegando.jpg"
+    path.write_bytes(start)
 
-    assert slow_process("x.jpg").status is JobStatus.REJECTED
+    assert slow_process("chegando.jpg").status is JobStatus.RELEASED
+    path.write_bytes(PHOTO)  # the upload ends
+    assert slow_process("chegando.jpg").status is JobStatus.DONE
+
+
+def test_a_file_that_can_never_be_a_photo_is_rejected_at_once_even_with_a_grace(
+        slow_settings: Settings, slow_process: Callable[..., Job]) -> None:
+    (slow_settings.upload_path / "x.jpg").write_bytes(PHOTO)
+    os.link(slow_settings.upload_path / "x.jpg", slow_settings.base_path / "elsewhere.jpg")
+
+    job = slow_process("x.jpg")
+
+    assert job.status is JobStatus.REJECTED and job.kind == "link"

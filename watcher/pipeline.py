@@ -37,9 +37,13 @@ UNEXPECTED_REASON = ("An unexpected error stopped this photo from being processe
                      "kept unchanged and the details are in the daemon's log.")
 # A file's own alpha counts as a cut-out when at least this share of it is transparent.
 _OWN_ALPHA_MIN_TRANSPARENT = 0.01
-# An incomplete file may be an upload that paused longer than SETTLE_SECONDS: it goes back to the
-# inbox, and is rejected only once it has looked the same to this daemon for this many settle
-# periods (40 s by default), checked every _INCOMPLETE_RECHECK settle periods.
+# A file that cannot be read yet may be an upload that paused longer than SETTLE_SECONDS: it goes
+# back to the inbox, and is rejected only once it has looked the same to this daemon for this many
+# settle periods (40 s by default), checked every _INCOMPLETE_RECHECK settle periods. Which
+# rejections can be such an upload: empty (created, nothing written yet), cut short, and unreadable
+# or unrecognised (a truncated WebP has no decoder; uploaders that reserve the whole size first
+# leave zeros where the rest, or the start, will go).
+MAY_BE_UPLOADING = frozenset({"empty", "incomplete", "damaged", "not_a_photo"})
 INCOMPLETE_GRACE_SETTLES = 20
 _INCOMPLETE_RECHECK_SETTLES = 5
 _INCOMPLETE_REMEMBERED = 10_000
@@ -132,7 +136,7 @@ class Pipeline:
             self._forget_incomplete(job.rel)
             job.status = JobStatus.DONE
         except RejectedImage as exc:
-            if exc.kind == "incomplete" and self._may_still_be_uploading(job):
+            if exc.kind in MAY_BE_UPLOADING and self._may_still_be_uploading(job):
                 job.hold = self.incomplete_hold
                 self._release(job, claims, STILL_UPLOADING)
                 return job
