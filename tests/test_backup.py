@@ -278,43 +278,44 @@ def test_an_archive_is_no_more_readable_than_the_files_it_holds(settings: Settin
     secret = config_dir / "thumbgen.toml"
     secret.write_text('GRADIO_TOKEN = "hf_only_the_owner_may_read_this"\n')
     secret.chmod(0o600)
+    settings.background_path.mkdir()
+    shared = settings.background_path / "default.jpg"
+    shared.write_bytes(b"a background")
+    shared.chmod(0o640)  # the group may read it, the world may not
     settle_all(config_dir)
+    settle_all(settings.background_path)
 
-    report = backup.run_backup(settings, names=["produtos", "config"])
+    report = backup.run_backup(settings, names=["produtos", "config", "backgrounds"])
 
     modes = {a.component: a.archive.stat().st_mode & 0o777 for a in report.archives}
-    assert modes == {"produtos": 0o644, "config": 0o600}
+    assert modes == {"produtos": 0o644, "config": 0o600, "backgrounds": 0o640}
+    manifests = {a.component: backup.manifest_path(a.archive).stat().st_mode & 0o777
+                 for a in report.archives}
+    assert manifests == modes  # it names the files: no wider than the archive
+
+
+def test_group_read_is_kept_only_for_the_archives_own_group() -> None:
+    tally = backup._Tally()  # noqa: SLF001 — the rule itself, without needing root to chown
+    for gid in (1000, 1001):
+        tally.seen(os.stat_result((0o100640, 0, 0, 1, 0, gid, 0, 0, 0, 0)))
+
+    assert tally.mode(archive_gid=1000) == 0o600  # a member of 1001 only must not gain access
+    assert backup._Tally().mode(archive_gid=1000) == 0o644  # noqa: SLF001 — nothing private
 
 
 def test_the_config_backup_records_the_settings_in_force_secrets_masked(
         make_settings: Callable[..., Settings]) -> None:
     token = "hf_aVeryPrivateToken12345"
-    settings = make_settings(GRADIO_TOKEN=token)
+    settings = make_settings(GRADIO_TOKEN=token, WORKERS=3,
+                             GRADIO_API_URL="https://user:hunter22@example.invalid/app")
     assert not (settings.base_path / "config").exists()  # as under systemd: settings in /etc
 
     archive = backup.run_backup(settings, names=["config"]).archives[0].archive
 
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile(backup.EFFECTIVE_SETTINGS)
-        assert member is not None
-        text = member.read().decode()
-    assert token not in text and "GRADIO_TOKEN" in text and "hf****45" in text
-    assert f"{settings.upload_path}" in text and "secrets masked" in text
-    assert restore.verify_archive(archive) == []
-    _, entries = manifest_of(archive)
-    assert entries[-1]["path"] == backup.EFFECTIVE_SETTINGS and entries[-1]["generated"]
-
-
-def test_a_real_file_of_the_records_name_wins(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings()
-    config_dir = settings.base_path / "config"
-    config_dir.mkdir(parents=True)
-    (config_dir / backup.EFFECTIVE_SETTINGS).write_text("the operator's own notes\n")
-    settle_all(config_dir)
-
-    archive = backup.run_backup(settings, names=["config"]).archives[0].archive
-
-    with tarfile.open(archive) as tar:
-        assert tar.getnames() == [backup.EFFECTIVE_SETTINGS]
-        member = tar.extractfile(backup.EFFECTIVE_SETTINGS)
-        assert member is not None and member.read() == b"the operator's own notes\n"
+    header, entries = manifest_of(archive)
+    record = header["settings"]
+    assert record["values"]["WORKERS"] == "3" and record["sources"]["WORKERS"].startswith("env")
+    assert record["values"]["GRADIO_TOKEN"] == "hf****45"
+    text = json.dumps(header)
+    assert token not in text and "hunter22" not in text
+    assert entries == [] and restore.verify_archive(archive) == []

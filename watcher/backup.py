@@ -13,10 +13,11 @@ temp files anywhere, ``BACKUP_PATH`` itself, and files changed within the settle
 being written; the manifest names them). Append-only logs are the exception: the live
 ``app.log`` is archived as a snapshot of what it held when it was read.
 
-An archive is never readable by more people than its files were: it is group- or world-readable
-only if every file and folder in it is. The ``config`` archive also records the settings in force
-(``thumbgen-effective-settings.txt``, secrets masked), since the daemon may be configured from
-outside that folder (``/etc/thumbgen`` under systemd, a ConfigMap and env on Kubernetes).
+An archive and its manifest are never readable by more people than its files were: world-readable
+only if every file and folder in it is; group-readable only if every one is readable by a group
+that is also the archive's. The ``config`` manifest's header also records the settings in force
+(``settings``, secrets masked), since the daemon may be configured from outside that folder
+(``/etc/thumbgen`` under systemd, a ConfigMap and env on Kubernetes).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -70,9 +70,6 @@ class BackupBusy(Exception):
     """Another backup holds the lock of ``BACKUP_PATH``."""
 
 
-EFFECTIVE_SETTINGS = "thumbgen-effective-settings.txt"
-
-
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -80,8 +77,8 @@ class Component:
     exclude: tuple[Path, ...] = ()
     # append-only files (logs) are archived as a snapshot even while they are being written
     snapshot_growing: bool = False
-    # (name, bytes) made by thumbgen and archived at the top, unless a real file has that name
-    generated: tuple[tuple[str, bytes], ...] = ()
+    # written into the manifest's header as ``settings`` (the config component's)
+    settings: dict[str, Any] | None = None
 
 
 def components(settings: Settings) -> dict[str, Component]:
@@ -93,17 +90,16 @@ def components(settings: Settings) -> dict[str, Component]:
         "backgrounds": Component("backgrounds", settings.background_path, exclude),
         "thumbnails": Component("thumbnails", settings.output_path, exclude),
         "config": Component("config", settings.base_path / "config", exclude,
-                            generated=((EFFECTIVE_SETTINGS, effective_settings(settings)),)),
+                            settings=effective_settings(settings)),
         "logs": Component("logs", settings.log_path, exclude, snapshot_growing=True),
     }
 
 
-def effective_settings(settings: Settings) -> bytes:
-    """What ``thumbgen config`` prints, with a header saying what it is."""
-    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    head = [f"# thumbgen {__version__}: the settings in force at {stamp}, secrets masked.",
-            "# A record for whoever restores this backup; thumbgen never reads this file."]
-    return ("\n".join(head + settings.describe()) + "\n").encode()
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """What ``thumbgen config`` prints, for the manifest: KEY → value (secrets masked), and
+    KEY → where it came from. The settings of the process that makes the backup."""
+    return {"note": "the settings in force in the process that made this backup, secrets masked",
+            "values": settings.masked(), "sources": dict(settings.sources)}
 
 
 def is_own_temp(name: str) -> bool:
@@ -173,11 +169,21 @@ class _Tally:
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
-    # the group and other read bits every archived file and folder has
+    # the group and other read bits every archived file and folder has, and their groups
     readable: int = 0o044
+    groups: set[int] = field(default_factory=set)
 
-    def seen(self, mode: int) -> None:
-        self.readable &= mode
+    def seen(self, st: os.stat_result) -> None:
+        self.readable &= st.st_mode
+        self.groups.add(st.st_gid)
+
+    def mode(self, archive_gid: int) -> int:
+        """The archive's mode: no wider than what it holds."""
+        if self.readable & 0o004:
+            return 0o644
+        if self.readable & 0o040 and self.groups <= {archive_gid}:
+            return 0o640
+        return 0o600
 
     def skip(self, rel: str, reason: str) -> None:
         self.skipped.append({"path": rel, "reason": reason})
@@ -202,7 +208,7 @@ def _add_file(tar: tarfile.TarFile, comp: Component, path: Path, rel: str, tally
         if growing and not comp.snapshot_growing:
             return tally.skip(rel, f"still being written (changed {abs(now - st.st_mtime):.1f} s "
                                    "before the backup)")
-        tally.seen(st.st_mode)
+        tally.seen(st)
         info = tarfile.TarInfo(rel)
         info.size, info.mtime, info.mode = st.st_size, st.st_mtime, stat.S_IMODE(st.st_mode)
         info.uid, info.gid = st.st_uid, st.st_gid
@@ -257,9 +263,8 @@ def _fill(tar: tarfile.TarFile, comp: Component, settle: float, now: float,
     if comp.root.is_symlink() or not comp.root.is_dir():
         tally.skip(".", "the folder does not exist" if not comp.root.exists()
                    else "not a real folder")
-        _add_generated(tar, comp, tally, now)
         return tally
-    tally.seen(comp.root.stat().st_mode)
+    tally.seen(comp.root.stat())
     for path, rel, is_dir in _walk(comp.root, comp, tally):
         if cancel is not None and cancel.is_set():
             raise BackupCancelled()
@@ -270,25 +275,12 @@ def _fill(tar: tarfile.TarFile, comp: Component, settle: float, now: float,
             st = path.lstat()
         except FileNotFoundError:
             continue
-        tally.seen(st.st_mode)
+        tally.seen(st)
         info = tarfile.TarInfo(rel)
         info.type, info.mtime, info.mode = tarfile.DIRTYPE, st.st_mtime, stat.S_IMODE(st.st_mode)
         tar.addfile(info)
         tally.entries.append({"path": rel, "type": "dir"})
-    _add_generated(tar, comp, tally, now)
     return tally
-
-
-def _add_generated(tar: tarfile.TarFile, comp: Component, tally: _Tally, now: float) -> None:
-    taken = {entry["path"] for entry in tally.entries}
-    for name, data in comp.generated:
-        if name in taken:  # a real file of that name was archived: it wins
-            continue
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), now, 0o644
-        tar.addfile(info, io.BytesIO(data))
-        tally.entries.append({"path": name, "type": "file", "size": len(data),
-                              "sha256": hashlib.sha256(data).hexdigest(), "generated": True})
 
 
 def publish_no_clobber(temp: Path, final: Path) -> None:
@@ -307,10 +299,10 @@ def publish_no_clobber(temp: Path, final: Path) -> None:
     os.unlink(temp)
 
 
-def write_temp(folder: Path, name: str, lines: Iterable[str]) -> Path:
+def write_temp(folder: Path, name: str, lines: Iterable[str], mode: int = 0o644) -> Path:
     """A fsynced hidden temp file in ``folder`` holding ``lines``, to be renamed to ``name``."""
     temp = folder / f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for line in lines:
             fh.write(line)
@@ -320,12 +312,12 @@ def write_temp(folder: Path, name: str, lines: Iterable[str]) -> Path:
 
 
 def write_manifest(archive: Path, header: dict[str, Any],
-                   entries: Iterable[dict[str, Any]]) -> Path:
+                   entries: Iterable[dict[str, Any]], mode: int = 0o644) -> Path:
     """Write ``<archive>.manifest.jsonl`` atomically: a header line, then one line per member."""
     lines = [json.dumps(header, ensure_ascii=False) + "\n"]
     lines += [json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries]
     final = manifest_path(archive)
-    temp = write_temp(archive.parent, final.name, lines)
+    temp = write_temp(archive.parent, final.name, lines, mode)
     try:
         publish_no_clobber(temp, final)
     finally:
@@ -359,7 +351,8 @@ def backup_component(comp: Component, dest: Path, set_id: str, *, settle: float,
                 tally = _fill(tar, comp, settle, time.time(), cancel)
             raw.flush()
             os.fsync(raw.fileno())
-        os.chmod(temp, 0o600 | tally.readable)  # no wider than what it holds
+            mode = tally.mode(os.fstat(raw.fileno()).st_gid)
+        os.chmod(temp, mode)
         publish_no_clobber(temp, final)
     finally:
         if temp.exists():
@@ -373,7 +366,9 @@ def backup_component(comp: Component, dest: Path, set_id: str, *, settle: float,
               "files": len(files), "folders": len(tally.entries) - len(files),
               "bytes": sum(e["size"] for e in files), "excluded": tally.excluded,
               "skipped": tally.skipped, "warnings": tally.warnings}
-    write_manifest(final, header, tally.entries)
+    if comp.settings is not None:
+        header["settings"] = comp.settings
+    write_manifest(final, header, tally.entries, mode)  # names files: no wider than the archive
     for item in tally.skipped:
         logger.bind(file=item["path"]).info("backup of {} left out {}: {}", comp.name,
                                             item["path"], item["reason"])

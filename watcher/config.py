@@ -393,6 +393,9 @@ def mask_secret(value: object) -> str:
     return "****" if len(text) <= 8 else f"{text[:2]}****{text[-2:]}"
 
 
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
+
+
 def _show(value: object) -> str:
     if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
         return "x".join(str(v) for v in value)
@@ -400,7 +403,7 @@ def _show(value: object) -> str:
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _URL_PASSWORD.sub(r"\1****@", str(value))  # a password in a URL
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
