@@ -361,6 +361,8 @@ def test_unknown_thumbgen_variables_are_found_but_not_kubernetes_service_links()
            "THUMBGEN_CONFIG": "x.toml", "THUMBGEN_HTTP_PORT": "9000",
            "THUMBGEN_SERVICE_HOST": "10.0.0.1", "THUMBGEN_SERVICE_PORT": "8080",
            "THUMBGEN_SERVICE_PORT_HTTP": "8080", "THUMBGEN_PORT": "tcp://10.0.0.1:8080",
-           "THUMBGEN_PORT_8080_TCP_ADDR": "10.0.0.1", "OTHER_THING": "1"}
+           "THUMBGEN_PORT_8080_TCP_ADDR": "10.0.0.1", "THUMBGEN_PORT_8080_TCP": "tcp://x",
+           "OTHER_THING": "1", "THUMBGEN_HTP_PORT": "9000", "THUMBGEN_METRICS_PORT": "9000"}
 
-    assert config.unknown_env(env) == ["THUMBGEN_OUTPUT_SIZ"]
+    assert config.unknown_env(env) == ["THUMBGEN_HTP_PORT", "THUMBGEN_METRICS_PORT",
+                                       "THUMBGEN_OUTPUT_SIZ"]

@@ -426,9 +426,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
-# Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_8080_TCP… for a Service named
-# "thumbgen" unless enableServiceLinks is off: those are not misspelt settings.
-_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
+# Kubernetes injects THUMBGEN_SERVICE_HOST, THUMBGEN_PORT_8080_TCP… for a Service named
+# "thumbgen" unless enableServiceLinks is off: those are not misspelt settings. Only those exact
+# shapes: a THUMBGEN_HTP_PORT is a misspelling.
+_SERVICE_LINK = re.compile(r"^THUMBGEN_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT"
+                           r"(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$")
 
 
 def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
@@ -437,7 +439,7 @@ def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     known = {opt.env_name for opt in OPTIONS} | {ENV_PREFIX + "CONFIG"}
     return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known
-                  and not _SERVICE_LINK.search(name))
+                  and not _SERVICE_LINK.match(name))
 
 
 def _config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from loguru import logger
 from PIL import Image
 
 from watcher.errors import ModelError
@@ -105,8 +106,8 @@ class LocalRemover:
         opts.enable_mem_pattern = False
         # idle intra-op threads must sleep, not spin on the cores decode and compose need
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        _register_exact_arena()
-        opts.add_session_config_entry("session.use_env_allocators", "1")
+        if _register_exact_arena():
+            opts.add_session_config_entry("session.use_env_allocators", "1")
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
@@ -129,7 +130,7 @@ _ARENA_LOCK = threading.Lock()
 _ARENA_REGISTERED = False
 
 
-def _register_exact_arena() -> None:
+def _register_exact_arena() -> bool:
     """Give onnxruntime's CPU arena, once per process, the strategy that grows it by what a run
     asks for (kSameAsRequested) instead of doubling its last region: with the default, the
     daemon's resident memory after the same 24 MP run varied by ~50 MB from one start to the
@@ -137,12 +138,17 @@ def _register_exact_arena() -> None:
     global _ARENA_REGISTERED
     with _ARENA_LOCK:
         if _ARENA_REGISTERED:
-            return
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                 ort.OrtMemType.DEFAULT)
-        # max_mem 0: no limit; 1: kSameAsRequested; -1: defaults for the chunk settings
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+            return True
+        try:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                     ort.OrtMemType.DEFAULT)
+            # max_mem 0: no limit; 1: kSameAsRequested; -1: defaults for the chunk settings
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+        except Exception as exc:  # an onnxruntime without it: its own arena, more memory
+            logger.warning("onnxruntime's arena stays as it is ({}): peak memory is higher", exc)
+            return False
         _ARENA_REGISTERED = True
+        return True
 
 
 def _preprocess(image: Image.Image, side: int = _SIDE) -> np.ndarray:
