@@ -77,15 +77,19 @@ class RaisingRemover(CentreRemover):
         raise self.error
 
 
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
-    # SETTLE_SECONDS 0: a file is complete when it appears (no grace for unreadable files here;
-    # the slow_settings tests below give it)
-    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=0)
+def _tree(make_settings: Callable[..., Settings], settle: float) -> Settings:
+    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=settle)
     for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
                    s.state_path, s.background_path):
         folder.mkdir(parents=True, exist_ok=True)
     return s
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    # SETTLE_SECONDS 0: a file is complete when it appears (no grace for unreadable files here;
+    # the slow_settings tests below give it)
+    return _tree(make_settings, 0)
 
 
 @pytest.fixture
@@ -365,17 +369,13 @@ def test_a_full_disk_puts_the_file_back_in_the_inbox(settings: Settings,
     assert (settings.upload_path / "x.jpg").read_bytes() == PHOTO
 
 
-# -- uploads that pause, and notes left behind -------------------------------------------------
+# -- uploads that pause -----------------------------------------------------------------------
 
 
 @pytest.fixture
 def slow_settings(make_settings: Callable[..., Settings]) -> Settings:
     """SETTLE_SECONDS 0.02: an incomplete file gets 0.4 s of grace, re-checked every 0.1 s."""
-    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=0.02)
-    for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
-                   s.state_path, s.background_path):
-        folder.mkdir(parents=True, exist_ok=True)
-    return s
+    return _tree(make_settings, 0.02)
 
 
 @pytest.fixture
