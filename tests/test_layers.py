@@ -1,0 +1,99 @@
+"""The README's module map, enforced: imports point one way, and stages never import each other.
+
+Reads every module of ``watcher/`` with ``ast`` (imports under ``if TYPE_CHECKING:`` are for type
+hints only and do not count) and checks each import against the layers drawn in the README.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
+
+# Top to bottom of the README's drawing; a module may import its own layer and the ones above.
+LAYERS = [
+    ("errors", "model", "config"),
+    ("metrics", "logging", "claim", "inbox", "models"),
+    ("stages",),
+    ("pipeline",),
+    ("watch", "scan", "worker", "backup", "restore", "cleanup", "scheduler"),
+    ("app",),
+    ("health", "http", "systemd", "diagnose"),
+    ("cli", "__main__"),
+]
+STAGES = ("validate", "removal", "compose", "publish")
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path) -> set[str]:
+    """The ``watcher`` modules ``path`` imports at run time, as names relative to the package."""
+    found: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            if isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                return
+            self.generic_visit(node)
+
+        def visit_Import(self, node: ast.Import) -> None:
+            for alias in node.names:
+                if alias.name.startswith("watcher."):
+                    found.add(alias.name.removeprefix("watcher."))
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            module = node.module or ""
+            if module != "watcher" and not module.startswith("watcher."):
+                return
+            base = module.removeprefix("watcher").lstrip(".")
+            for alias in node.names:
+                full = f"{base}.{alias.name}".lstrip(".")
+                if full in MODULES:  # `from watcher.stages import compose`: the submodule
+                    found.add(full)
+                elif base:  # `from watcher.config import Settings`: the module
+                    found.add(base)
+                # `from watcher import __version__`: the package itself, not a module
+
+    Visitor().visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    for index, members in enumerate(LAYERS):
+        if top in members:
+            return index
+    raise AssertionError(f"watcher.{module} is in no layer: add it to the README's map and here")
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "stages" and len(parts) > 1 else None
+
+
+EDGES = [(m, i) for m, p in MODULES.items() if m for i in sorted(_imports(p))]
+
+
+def test_the_graph_was_read() -> None:
+    assert ("pipeline", "stages.validate") in EDGES and ("cli", "app") in EDGES
+
+
+@pytest.mark.parametrize(("module", "imported"), EDGES, ids=[f"{m}->{i}" for m, i in EDGES])
+def test_imports_point_down_the_map(module: str, imported: str) -> None:
+    assert _layer(imported) <= _layer(module), (
+        f"watcher.{module} (layer {_layer(module)}) imports watcher.{imported} "
+        f"(layer {_layer(imported)}), which is below it in the README's module map")
+    mine, theirs = _stage(module), _stage(imported)
+    if mine and theirs:
+        assert mine == theirs, f"stages never import each other: {module} imports {imported}"
+    if imported == "app":
+        assert module == "cli", f"only cli imports the App at run time, not {module}"
