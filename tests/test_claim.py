@@ -344,3 +344,44 @@ def test_close_removes_my_folder_only_when_it_holds_no_claim(box: Path) -> None:
     assert claims.close() is True
     assert not claims.mine.exists()
     assert (box / "loja" / "a.jpg").read_bytes() == b"a"
+
+
+def test_owns_is_false_once_the_claim_was_taken_back_even_if_reclaimed_at_the_same_path(
+        tmp_path: Path) -> None:
+    """The fence: another daemon returning our file to the inbox (and anyone claiming it again,
+    even into the same path) ends our claim."""
+    box = tmp_path / "produtos"
+    box.mkdir()
+    (box / "a.jpg").write_bytes(b"photo")
+    mine = Claims(box, box / ".thumbgen", "node-p", lease=5)
+    mine.setup()
+    claimed = mine.claim(PurePosixPath("a.jpg"))
+    assert claimed is not None
+    claim_id = mine.identity(claimed)
+    assert mine.owns(claimed, claim_id)
+    assert not mine.owns(claimed, None)
+
+    mine.release(claimed, PurePosixPath("a.jpg"))  # what another daemon's recover() does
+    assert not mine.owns(claimed, claim_id)
+    again = mine.claim(PurePosixPath("a.jpg"))
+    assert again == claimed and os.path.exists(again)
+    assert not mine.owns(claimed, claim_id), "a new claim of the same file is not the old one"
+    assert mine.owns(again, mine.identity(again))
+
+
+def test_the_lease_decides_when_a_silent_owner_is_gone(tmp_path: Path) -> None:
+    box = tmp_path / "produtos"
+    box.mkdir()
+    (box / "a.jpg").write_bytes(b"photo")
+    other = Claims(box, box / ".thumbgen", "elsewhere-1")
+    other.setup()
+    assert other.claim(PurePosixPath("a.jpg")) is not None
+    beat = other.mine / HEARTBEAT_NAME
+    old = time.time() - 10
+    os.utime(beat, (old, old))
+    patient = Claims(box, box / ".thumbgen", "node-q", lease=60)
+    assert patient.recover(include_mine=False) == 0
+    short = Claims(box, box / ".thumbgen", "node-q", lease=5)
+    assert short.heartbeat_interval == 1.25
+    assert short.recover(include_mine=False) == 1
+    assert (box / "a.jpg").read_bytes() == b"photo"

@@ -30,7 +30,6 @@ from watcher.watch import InboxHandler, Watch
 from watcher.worker import WorkerPool, WorkQueue
 
 TICK_SECONDS = 0.1
-HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass
@@ -54,7 +53,8 @@ class App:
         self.metrics = metrics
         self.flags = Flags()
         inbox = settings.upload_path
-        self.claims = Claims(inbox, settings.state_path, settings.worker_id)
+        self.claims = Claims(inbox, settings.state_path, settings.worker_id,
+                             settings.claim_lease_seconds)
         self.settler = Settler(inbox, settings.settle_seconds)
         # shared with the remover when it was given the same one (a remote's local fallback)
         cpu_slots = cpu_slots or threading.BoundedSemaphore(settings.cpu_workers)
@@ -99,6 +99,7 @@ class App:
                        s.state_path, s.background_path):
             folder.mkdir(parents=True, exist_ok=True)
         self.claims.setup()
+        self.pipeline.check_setup()
         returned = self.claims.recover()
         if returned:
             logger.info("returned {} claimed file(s) of stopped daemons to the inbox", returned)
@@ -144,7 +145,7 @@ class App:
             self.rescan("timer")
         self._scan_requested_folders()
         if now >= self._next_heartbeat:
-            self._next_heartbeat = now + HEARTBEAT_SECONDS
+            self._next_heartbeat = now + self.claims.heartbeat_interval
             self.claims.heartbeat()
             self.claims.recover(include_mine=False)
         self.feed()
@@ -152,9 +153,10 @@ class App:
             hook(self)
 
     def feed(self) -> None:
-        """Move settled paths from the settle table onto the bounded work queue."""
+        """Move settled paths from the settle table onto the bounded work queue; none while a
+        fault of the setup would fail every one of them (they wait in the inbox)."""
         free = self.work.free()
-        if free:
+        if free and not self.pipeline.faults:
             for rel in self.settler.ready(free, self.work.busy):
                 self.work.put(rel)
         self.metrics.queue_depth.set(self.queue_depth())
@@ -164,6 +166,8 @@ class App:
 
     def rescan(self, reason: str) -> None:
         self._next_rescan = time.monotonic() + self.settings.rescan_interval
+        if self.pipeline.faults:
+            self.pipeline.faults.recheck()
         self.metrics.rescans.labels(reason).inc()
         count = 0
         for rel in scan(self.settings.upload_path):

@@ -3,7 +3,15 @@
 A claim is an atomic ``rename`` of the input from the inbox into
 ``.thumbgen/claimed/<worker-id>/<rel>``. Only one of several daemons on a shared folder can win the
 rename, so each file is processed exactly once. A claim folder whose owner is gone is returned to
-the inbox: on the same host when its pid is dead, on any host when its heartbeat is stale.
+the inbox: on the same host when its pid is dead, on any host when its heartbeat is older than the
+lease (``CLAIM_LEASE_SECONDS``).
+
+A daemon that was only frozen (SIGSTOP, a hung NFS mount, a clock jump) comes back still holding
+jobs whose files another daemon has taken back. Its results must not be published: ``owns()`` is
+the fence, checked as the last step before each atomic publish. It compares the claimed file's
+identity (device, inode and ctime, which every rename changes) with the one taken at the claim, so
+a file that was moved back to the inbox and claimed again, by anyone, no longer counts as ours.
+What it cannot close is the gap between the check and the rename right after it (see README).
 """
 
 from __future__ import annotations
@@ -21,8 +29,11 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 HEARTBEAT_NAME = ".heartbeat"
-# A claim folder whose heartbeat is older than this belongs to a daemon that is gone.
+# A claim folder whose heartbeat is older than this belongs to a daemon that is gone (the default
+# of CLAIM_LEASE_SECONDS).
 STALE_AFTER_SECONDS = 300.0
+# What identifies one claim of a file: (st_dev, st_ino, st_ctime_ns). A rename changes ctime.
+ClaimId = tuple[int, int, int]
 _HOST_PID = re.compile(r"^(?P<host>.+)-(?P<pid>\d+)$")
 
 
@@ -107,11 +118,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Claims:
-    def __init__(self, inbox: Path, state: Path, worker_id: str) -> None:
+    def __init__(self, inbox: Path, state: Path, worker_id: str,
+                 lease: float = STALE_AFTER_SECONDS) -> None:
         self.inbox = inbox
         self.root = state / "claimed"
         self.worker_id = worker_id
         self.mine = self.root / worker_id
+        self.lease = lease
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often the owner must beat: well inside the lease, so one late beat is no loss."""
+        return min(30.0, self.lease / 4)
 
     def setup(self) -> None:
         self.mine.mkdir(parents=True, exist_ok=True)
@@ -143,6 +161,23 @@ class Claims:
         except FileExistsError:  # pragma: no cover - only our own threads write this folder
             return None
         return dst
+
+    @staticmethod
+    def identity(claimed: Path) -> ClaimId | None:
+        """The claim's identity right after ``claim()``; None if the file is already gone."""
+        try:
+            st = os.lstat(claimed)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+    def owns(self, claimed: Path, claim_id: ClaimId | None) -> bool:
+        """The fence: is the file we claimed still where we put it, untouched by any rename?
+
+        False once another daemon took it back (our heartbeat went stale while we were frozen or
+        cut off), or a forced shutdown released it: our result for it must then be dropped.
+        """
+        return claim_id is not None and self.identity(claimed) == claim_id
 
     def release(self, claimed: Path, rel: PurePosixPath) -> Path:
         """Put a claimed file back in the inbox (to be processed later). Never overwrites."""
@@ -179,7 +214,7 @@ class Claims:
             beat = (folder / HEARTBEAT_NAME).stat().st_mtime
         except FileNotFoundError:
             beat = folder.stat().st_mtime
-        return now - beat > STALE_AFTER_SECONDS
+        return now - beat > self.lease
 
     def recover(self, include_mine: bool = True) -> int:
         """Return claims of gone owners to the inbox; returns how many files went back."""

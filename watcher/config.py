@@ -268,6 +268,10 @@ OPTIONS: tuple[Option, ...] = (
          check=_between(0, 3600)),
     _opt("SHUTDOWN_TIMEOUT", _parse_float, 30.0, "Seconds to finish in-flight files on SIGTERM.",
          check=_between(0, 3600)),
+    _opt("CLAIM_LEASE_SECONDS", _parse_float, 300.0,
+         "A daemon whose heartbeat is older than this is taken for gone, and its claimed files go "
+         "back to the inbox; lengthen it on shares that can hang for longer.",
+         check=_between(2, 86400)),
     _opt("SCHEDULER_ENABLED", _parse_bool, True, "Run backups and cleanup on a schedule."),
     _opt("BACKUP_SCHEDULE", _cron, "0 3 * * *", "Cron expression of the backup job."),
     _opt("BACKUP_RETENTION_DAYS", _parse_int, 30, "Days a backup archive is kept.",
@@ -326,6 +330,7 @@ class Settings:
     rescan_interval: float
     settle_seconds: float
     shutdown_timeout: float
+    claim_lease_seconds: float
     scheduler_enabled: bool
     backup_schedule: str
     backup_retention_days: int

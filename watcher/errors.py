@@ -4,6 +4,10 @@
 - RejectedImage: the input can never become a thumbnail; it goes to ``_falhas/`` with a reason.
 - RemovalUnavailable: no background remover can serve now (remote down, fallback off); the
   file waits in the inbox and is processed later. Never a reason to reject a good photo.
+- ClaimLost: another daemon took the file back while this one held it (this daemon was frozen or
+  cut off past the claim lease); this daemon's result is dropped, never published.
+- ModelError: the local model is missing or broken: a fault of the setup (see ``faults``), not of
+  the photo.
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ class RejectedImage(ThumbgenError):
 
 class RemovalUnavailable(ThumbgenError):
     """No background remover can serve right now; the file must wait, not be rejected."""
+
+
+class ClaimLost(ThumbgenError):
+    """The file is no longer ours: publishing now could overwrite another daemon's newer work."""
 
 
 class ModelError(ThumbgenError):

@@ -38,6 +38,7 @@ from loguru import logger
 
 from watcher import __version__
 from watcher.config import Settings
+from watcher.faults import probe_write
 from watcher.logging import Redactor
 from watcher.metrics import Metrics
 
@@ -104,30 +105,6 @@ class Pulse:
     workers_expected: int
     idle_for: float
     oldest: tuple[str, float] | None  # the file longest in work, and for how long
-
-
-def probe_write(folder: Path) -> str | None:
-    """None if ``folder`` takes a write, else what is wrong, in words.
-
-    A real create/write/unlink: permission bits do not stop root, a read-only mount, a full disk
-    or a folder replaced by a file do. The probe is named like thumbgen's temp files (hidden,
-    ``.tmp``): readers of the inbox and the output ignore it, and cleanup sweeps leftovers.
-    """
-    if not folder.exists():
-        return "missing"
-    if not folder.is_dir():
-        return "not a folder"
-    probe = folder / f".thumbgen-probe-{os.getpid()}-{threading.get_ident()}.tmp"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, b"ok")
-        finally:
-            os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return f"not writable ({exc.strerror or exc})"
-    return None
 
 
 def watcher_alive(watch: Any) -> bool:
@@ -270,9 +247,12 @@ class Health:
             problems.append("stopping")
         elif not app.ready.is_set():
             problems.append("the start-up scan is not done yet")
+        faults = app.pipeline.faults.active()
+        problems.extend(fault.describe() for fault in faults)
+        reported = {fault.key for fault in faults}
         storage = self.storage()
         for role, folder in storage["folders"].items():
-            if folder["problem"]:
+            if folder["problem"] and f"folder:{folder['path']}" not in reported:
                 problems.append(f"{role} folder {folder['path']}: {folder['problem']}")
         for disk in storage["disks"]:
             if disk["status"] == UNHEALTHY:
@@ -301,7 +281,8 @@ class Health:
     def application(self) -> dict[str, Any]:
         app, pool = self.app, self.app.pool
         verdict, p = self.live(), self.pulse()
-        if not verdict.ok:
+        faults = app.pipeline.faults.active()
+        if not verdict.ok or faults:
             status = UNHEALTHY
         elif not app.ready.is_set() or app.flags.stop.is_set():
             status = DEGRADED
@@ -311,7 +292,12 @@ class Health:
             p.oldest is None or p.oldest[1] <= self.stall_after)
         return {
             "status": status,
-            "problems": [] if verdict.ok else verdict.problems,
+            "problems": ([] if verdict.ok else verdict.problems)
+                        + [fault.describe() for fault in faults],
+            # what stops every photo alike; they wait in the inbox until it is fixed
+            "faults": [{"cause": fault.key, "problem": fault.problem, "fix": fault.fix,
+                        "since": datetime.fromtimestamp(fault.since, timezone.utc)
+                        .isoformat(timespec="seconds")} for fault in faults],
             "ready": app.ready.is_set(),
             "stopping": app.flags.stop.is_set(),
             "watcher_alive": p.watcher_alive,

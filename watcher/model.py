@@ -13,7 +13,8 @@ class JobStatus(str, enum.Enum):
     REJECTED = "rejected"  # the input can never become a thumbnail: _falhas/ with a reason
     FAILED = "failed"      # an unexpected error: _falhas/ with the error, daemon goes on
     RELEASED = "released"  # put back in the inbox to try later (remote down, shutting down)
-    LOST = "lost"          # another daemon claimed it first, or it vanished: nothing to do
+    LOST = "lost"          # another daemon claimed it first, or took it back from us while we
+                           # were stalled past the lease, or it vanished: nothing to do
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Job:
 
     rel: PurePosixPath
     claimed: Path | None = None
+    claim_id: tuple[int, int, int] | None = None  # claim.ClaimId: the fence before publishing
     started: float = field(default_factory=time.monotonic)
     durations: dict[str, float] = field(default_factory=dict)
     status: JobStatus | None = None

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import ContextManager
 
@@ -23,7 +24,9 @@ from PIL import Image
 
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.errors import ADVICE, UNEXPECTED, RejectedImage, RemovalUnavailable
+from watcher.errors import (ADVICE, UNEXPECTED, ClaimLost, ModelError, RejectedImage,
+                            RemovalUnavailable)
+from watcher.faults import Faults, folder_of, is_setup_error, probe_write
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.stages import compose as compose_stage
@@ -49,6 +52,14 @@ _INCOMPLETE_RECHECK_SETTLES = 5
 _INCOMPLETE_REMEMBERED = 10_000
 STILL_UPLOADING = ("the file is not complete yet (it may still be uploading); it waits in the "
                    "inbox and is tried again")
+
+
+class _Unwritable(Exception):
+    """Writing into one of our own folders failed for a reason every photo would share."""
+
+    def __init__(self, role: str, folder: Path, error: OSError) -> None:
+        super().__init__(f"{role} folder {folder}: {error}")
+        self.role, self.folder, self.error = role, folder, error
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class Pipeline:
         self.folders = Folders(settings.output_path, settings.processed_path,
                                settings.failed_path)
         self.tag = settings.worker_id
+        self.faults = Faults()
         self.incomplete_grace = INCOMPLETE_GRACE_SETTLES * settings.settle_seconds
         self.incomplete_hold = _INCOMPLETE_RECHECK_SETTLES * settings.settle_seconds
         # rel → ((size, mtime_ns), when this daemon first saw it incomplete in that state)
@@ -122,38 +134,103 @@ class Pipeline:
         return Rendered(data, compose_stage.output_rel(job.rel, self.output), job.backend)
 
     def run(self, job: Job, claims: Claims) -> Job:
-        """Take a claimed job to its end: published, rejected, failed or released."""
+        """Take a claimed job to its end: published, rejected, failed, released or lost."""
         assert job.claimed is not None
+        if job.claim_id is None:  # taken right after the claim by the worker; else now
+            job.claim_id = claims.identity(job.claimed)
+        try:
+            self._attempt(job, claims)
+        except ClaimLost as exc:
+            # another daemon took the file back while we were stalled past the lease: whatever
+            # we made is dropped; the file is that daemon's now
+            job.status, job.reason = JobStatus.LOST, f"lost its claim: {exc}"
+        except _Unwritable as exc:
+            self.faults.folder(exc.folder, exc.error, exc.role)
+            self._release(job, claims, f"the {exc.role} folder cannot be written")
+        return job
+
+    def _attempt(self, job: Job, claims: Claims) -> None:
+        assert job.claimed is not None
+        fence = partial(claims.owns, job.claimed, job.claim_id)
         try:
             rendered = self.render(job, job.claimed)
             with self._stage(job, "publish", nullcontext()):
-                job.output, replaced = publish.write_atomic(self.folders.output, rendered.rel,
-                                                            rendered.data, self.tag)
-                publish.archive_original(job.claimed, self.folders.processed, job.rel)
+                with self._writing("output", self.folders.output):
+                    job.output, replaced = publish.write_atomic(
+                        self.folders.output, rendered.rel, rendered.data, self.tag, fence)
+                with self._writing("processed", self.folders.processed):
+                    publish.archive_original(job.claimed, self.folders.processed, job.rel)
             if replaced:
                 logger.bind(file=str(job.rel)).warning(
                     "thumbnail {} replaced an earlier one of the same name", rendered.rel)
             self._forget_incomplete(job.rel)
             job.status = JobStatus.DONE
+        except (ClaimLost, _Unwritable):
+            raise
         except RejectedImage as exc:
             if exc.kind in MAY_BE_UPLOADING and self._may_still_be_uploading(job):
                 job.hold = self.incomplete_hold
                 self._release(job, claims, STILL_UPLOADING)
-                return job
+                return
             self._forget_incomplete(job.rel)
-            self._reject(job, exc.reason, exc.kind, exc.stage, type(exc).__name__, exc.detail,
-                         JobStatus.REJECTED)
+            self._reject(job, fence, exc.reason, exc.kind, exc.stage, type(exc).__name__,
+                         exc.detail, JobStatus.REJECTED)
         except RemovalUnavailable as exc:
             self._release(job, claims, str(exc))
+        except ModelError as exc:
+            self._model_fault(exc)
+            self._release(job, claims, "the background-removal model cannot run")
         except OSError as exc:
             if exc.errno in _TRANSIENT_ERRNOS:
                 logger.bind(file=str(job.rel)).error("disk problem, the file waits: {}", exc)
                 self._release(job, claims, str(exc))
             else:
-                self._fail(job, exc)
+                self._fail(job, fence, exc)
         except Exception as exc:  # the per-item boundary: log, count, keep the file, go on
-            self._fail(job, exc)
-        return job
+            self._fail(job, fence, exc)
+
+    @contextmanager
+    def _writing(self, role: str, root: Path) -> Iterator[None]:
+        """Turn a setup error (permission, read-only) writing into one of our folders into a
+        fault of the daemon: the photo is not to blame."""
+        try:
+            yield
+        except OSError as exc:
+            if is_setup_error(exc):
+                raise _Unwritable(role, folder_of(exc, root), exc) from exc
+            if probe_write(root) is not None:  # the folder itself is gone, or is now a file
+                raise _Unwritable(role, root, exc) from exc
+            raise
+
+    def _model_fault(self, exc: ModelError) -> None:
+        load = getattr(self.remover, "load", None)
+
+        def check() -> str | None:
+            if not callable(load):
+                return None
+            try:
+                load()
+            except ModelError as still:
+                return str(still)
+            return None
+
+        self.faults.report("model", str(exc), "run `thumbgen models fetch` as the daemon's "
+                           "user, or point MODEL_PATH at the model file", check)
+
+    def check_setup(self) -> None:
+        """At start-up: report what would fail every photo before a photo finds it."""
+        for role, folder in (("output", self.folders.output),
+                             ("processed", self.folders.processed),
+                             ("failed", self.folders.failed)):
+            problem = probe_write(folder)
+            if problem is not None:
+                self.faults.report(f"folder:{folder}", f"the {role} folder {folder} is "
+                                   f"{problem}", f"make {folder} writable by the daemon's user",
+                                   partial(probe_write, folder))
+        setup_problem = getattr(self.remover, "setup_problem", None)
+        problem = setup_problem() if callable(setup_problem) else None
+        if problem is not None:
+            self._model_fault(ModelError(problem))
 
     def _may_still_be_uploading(self, job: Job) -> bool:
         """True until the incomplete file has stayed the same (size, mtime) for the grace time,
@@ -183,27 +260,29 @@ class Pipeline:
 
     @staticmethod
     def _release(job: Job, claims: Claims, reason: str) -> None:
-        """Back to the inbox to wait; unless a forced shutdown already put it back."""
+        """Back to the inbox to wait; unless a forced shutdown already put it back, or another
+        daemon took it back (then it is not ours to move)."""
         assert job.claimed is not None
         job.reason = reason
         job.status = JobStatus.RELEASED
-        if os.path.lexists(job.claimed):
+        if claims.owns(job.claimed, job.claim_id):
             claims.release(job.claimed, job.rel)
 
-    def _fail(self, job: Job, exc: Exception) -> None:
+    def _fail(self, job: Job, fence: publish.Fence, exc: Exception) -> None:
         logger.bind(file=str(job.rel)).exception("unexpected error processing {}", job.rel)
         stage = next(reversed(job.durations), "validate") if job.durations else "validate"
-        self._reject(job, UNEXPECTED_REASON, UNEXPECTED, stage, type(exc).__name__, str(exc),
-                     JobStatus.FAILED)
+        self._reject(job, fence, UNEXPECTED_REASON, UNEXPECTED, stage, type(exc).__name__,
+                     str(exc), JobStatus.FAILED)
 
-    def _reject(self, job: Job, reason: str, kind: str, stage: str, error: str, detail: str,
-                status: JobStatus) -> None:
+    def _reject(self, job: Job, fence: publish.Fence, reason: str, kind: str, stage: str,
+                error: str, detail: str, status: JobStatus) -> None:
         assert job.claimed is not None
+        with self._writing("failed", self.folders.failed):
+            job.output = publish.reject(job.claimed, self.folders.failed, job.rel,
+                                        reason=reason, kind=kind, stage=stage, error=error,
+                                        detail=detail, advice=ADVICE.get(kind, ""), fence=fence)
         job.reason, job.kind = reason, kind
         job.status = status
-        job.output = publish.reject(job.claimed, self.folders.failed, job.rel, reason=reason,
-                                    kind=kind, stage=stage, error=error, detail=detail,
-                                    advice=ADVICE.get(kind, ""))
 
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:

@@ -16,6 +16,7 @@ from loguru import logger
 
 from watcher.claim import Claims
 from watcher.errors import UNEXPECTED
+from watcher.faults import folder_of, is_setup_error
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.pipeline import Pipeline
@@ -125,10 +126,17 @@ class WorkerPool:
                 self.metrics.in_flight.set(len(self.in_flight))
 
     def _handle(self, name: str, rel: PurePosixPath) -> None:
-        claimed = self.claims.claim(rel)
+        try:
+            claimed = self.claims.claim(rel)
+        except OSError as exc:
+            if not is_setup_error(exc):
+                raise
+            # our claim folder cannot be written: every file would fail alike; it stays put
+            self.pipeline.faults.folder(folder_of(exc, self.claims.root), exc, "state")
+            return
         if claimed is None:
             return  # another daemon won the rename, or the file went away
-        job = Job(rel=rel, claimed=claimed)
+        job = Job(rel=rel, claimed=claimed, claim_id=self.claims.identity(claimed))
         with self._lock:
             self.in_flight[name] = job
         self.metrics.in_flight.set(len(self.in_flight))
@@ -159,6 +167,9 @@ class WorkerPool:
             log.info("done {} in {:.0f} ms ({}) via {}", job.rel, total_ms, stages, job.backend)
         elif status is JobStatus.RELEASED:
             log.warning("{} waits in the inbox: {}", job.rel, job.reason)
+        elif status is JobStatus.LOST:
+            log.warning("{} dropped: {} (another daemon took it back while this one was "
+                        "stalled for longer than CLAIM_LEASE_SECONDS)", job.rel, job.reason)
         else:
             log.warning("{} {} in {:.0f} ms: {}", job.rel, status.value, total_ms, job.reason)
 

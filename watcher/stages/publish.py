@@ -3,16 +3,25 @@
 A thumbnail is written to a hidden temp name in its final folder, fsynced, renamed over the final
 name, and the folder fsynced: a reader sees the old file or the new one, never half of one. Only
 then does the original leave the claim folder for ``_processados/``.
+
+Every write that ends a claim takes a ``fence``: asked right before the rename that makes the
+result visible, it says whether this daemon still owns the input. When it does not, nothing is
+published and ``ClaimLost`` is raised (see ``watcher.claim``).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from watcher.claim import fsync_dir, move_no_clobber
+from watcher.errors import ClaimLost
+
+# Asked right before a result becomes visible: does this daemon still own the input?
+Fence = Callable[[], bool]
 
 TEMP_SUFFIX = ".tmp"
 NOTE_SUFFIX = ".erro.txt"
@@ -49,8 +58,12 @@ def _make_dirs(root: Path, rel_dir: PurePosixPath) -> Path:
     return current
 
 
-def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str) -> tuple[Path, bool]:
-    """Write ``data`` to ``root/rel`` atomically; returns (path, whether it replaced a file)."""
+def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str,
+                 fence: Fence | None = None) -> tuple[Path, bool]:
+    """Write ``data`` to ``root/rel`` atomically; returns (path, whether it replaced a file).
+
+    ``fence`` is asked after the data is durable and before the rename: False drops the temp
+    file and raises ``ClaimLost``, leaving ``root/rel`` as it was."""
     target = _inside(root, rel)
     folder = _make_dirs(root, rel.parent)
     # the random part makes it unique; the name and tag only tell a human whose it is
@@ -67,6 +80,9 @@ def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str) -> tuple
         os.unlink(temp)
         raise
     os.close(fd)
+    if fence is not None and not fence():
+        os.unlink(temp)
+        raise ClaimLost(f"{rel} was not published: this daemon no longer owns its input")
     replaced = os.path.lexists(target)
     if target.is_symlink():
         os.unlink(target)  # never write through a link someone put in our output
@@ -79,16 +95,19 @@ def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) ->
     """Move the original out of the claim folder into ``_processados/<rel>`` (never overwriting)."""
     target = _inside(processed_root, rel)
     _make_dirs(processed_root, rel.parent)
-    where = move_no_clobber(claimed, target)
+    where = _move_claimed(claimed, target)
     fsync_dir(where.parent)
     return where
 
 
 def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, kind: str,
-           stage: str, error: str, detail: str, advice: str = "") -> Path:
+           stage: str, error: str, detail: str, advice: str = "",
+           fence: Fence | None = None) -> Path:
     """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it."""
     _make_dirs(failed_root, rel.parent)
-    where = move_no_clobber(claimed, _inside(failed_root, rel))
+    if fence is not None and not fence():
+        raise ClaimLost(f"{rel} was not rejected: this daemon no longer owns it")
+    where = _move_claimed(claimed, _inside(failed_root, rel))
     when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     text = (f"{reason}\n"
             + (f"{advice}\n" if advice else "")
@@ -105,3 +124,14 @@ def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str,
     # a name that is not UTF-8 (old Windows shares) is written back as the bytes it came as
     write_atomic(failed_root, note_rel, text.encode("utf-8", "surrogateescape"), "erro")
     return where
+
+
+def _move_claimed(claimed: Path, target: Path) -> Path:
+    """``move_no_clobber`` of a claimed input; ``ClaimLost`` when it is no longer there to move
+    (another daemon took it back between the fence and this rename)."""
+    try:
+        return move_no_clobber(claimed, target)
+    except FileNotFoundError:
+        if os.path.lexists(claimed):
+            raise  # the input is there: the error is about the target
+        raise ClaimLost(f"{claimed.name} left the claim folder before it could be moved") from None

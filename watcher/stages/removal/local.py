@@ -57,6 +57,14 @@ class LocalRemover:
         """Load the model now if it is not loaded yet. Raises ``ModelError``."""
         self._get_session()
 
+    def setup_problem(self) -> str | None:
+        """A cheap start-up check, without loading the model (it is loaded on first use, to keep
+        an idle daemon small): what is wrong in words, or None if the file is there to load."""
+        if self.loaded or self.model_path.is_file():
+            return None
+        return (f"the background-removal model {self.model_path} is missing; run `thumbgen "
+                "models fetch` to download it")
+
     def mask(self, image: Image.Image) -> Image.Image:
         """An ``L`` mask of ``image.size``: 255 on the product, 0 on the background."""
         try:
