@@ -107,7 +107,8 @@ def _folder_finding(role: str, path: Path) -> Finding:
     return Finding(FAIL, role, f"{path} is {problem} for {_who()} (owner uid {st.st_uid}, "
                    f"mode {st.st_mode & 0o7777:o})",
                    f"give the daemon's user write access: chown -R <daemon user> {path}, or a "
-                   "shared group with g+rwx and the setgid bit; check for a read-only mount")
+                   "shared group with g+rwx and the setgid bit; check for a read-only mount, "
+                   f"and for the immutable flag (`lsattr -d {path}`; `chattr -i` clears it)")
 
 
 def _backgrounds_finding(folder: Path) -> Finding:

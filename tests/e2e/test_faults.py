@@ -199,6 +199,10 @@ def test_a_folder_the_daemon_cannot_write_makes_photos_wait_not_fail(
         pass
     assert d.log().count(ONCE) == 1, "the fault is logged once, not once per photo"
     assert "kind: unexpected" not in d.log() and "unexpected error" not in d.log()
+    diagnose = subprocess.run([THUMBGEN, "diagnose"], cwd=d.base, env=d.env,
+                              capture_output=True, text=True, timeout=120)
+    line = next(line for line in diagnose.stdout.splitlines() if str(folder) in line)
+    assert "FAIL" in line and "chattr -i" in diagnose.stdout, diagnose.stdout
 
     _unlock(folder)  # fixed: the daemon notices within a rescan (2 s here)
     if role == "failed":
