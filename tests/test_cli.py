@@ -20,8 +20,10 @@ def test_config_prints_every_key_with_the_token_masked(run_thumbgen: Run) -> Non
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     assert "SecretSecret" not in result.stdout
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    keys, _, plan = result.stdout.partition("\n\n")
+    lines = {line.split()[0]: line for line in keys.splitlines() if line.strip()}
     assert set(lines) == set(config.option_names())
+    assert "output default: 1200×1200 JPEG q90, background folder, product fills 85%" in plan
     assert "****" in lines["GRADIO_TOKEN"]
     assert lines["WORKERS"].split()[1] == "3"
     assert "env THUMBGEN_WORKERS" in lines["WORKERS"]

@@ -22,6 +22,7 @@ BACKUP_RETENTION_DAYS CLEANUP_SCHEDULE PROCESSED_RETENTION_DAYS FAILED_RETENTION
 OUTPUT_FORMAT OUTPUT_QUALITY FILL_RATIO MODEL_PATH WORKER_ID RATE_LIMIT_PER_MINUTE""".split()
 # keys the issues added to the contract (SPEC: where an issue changes it, the issue wins)
 SPEC_KEYS += ["CLAIM_LEASE_SECONDS"]  # issue 9
+SPEC_KEYS += ["OUTPUTS"]  # issue 10
 
 TOKEN = "hf_SecretSecretSecret123"
 

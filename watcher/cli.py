@@ -158,6 +158,9 @@ def cmd_diagnose(settings: config.Settings, args: argparse.Namespace) -> int:
 def cmd_config(settings: config.Settings, args: argparse.Namespace) -> int:
     for line in settings.describe():
         print(line)
+    print("\nWhat each photo becomes (OUTPUTS, [outputs.NAME], [folders.\"NAME\"]):")
+    for line in settings.plan.describe():
+        print(f"  {line}")
     return EXIT_OK
 
 
@@ -212,7 +215,8 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     def one(source: Path, rel: PurePosixPath) -> str | None:
         try:
             rendered = pipeline.render(Job(rel=rel), source)
-            publish.write_atomic(out, rendered.rel, rendered.data, "process")
+            publish.write_set(out, [(path, data) for _, path, data in rendered.files],
+                              "process")
             return None
         except ThumbgenError as exc:
             return getattr(exc, "reason", str(exc))

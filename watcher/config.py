@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from watcher import outputs as output_plan
 from watcher.errors import ConfigError
+from watcher.outputs import Plan
 
 ENV_PREFIX = "THUMBGEN_"
 DEFAULT_CONFIG_FILE = Path("config/thumbgen.toml")
@@ -287,6 +289,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("OUTPUT_QUALITY", _parse_int, 90, "JPEG/WebP quality 1..100.", check=_between(1, 100)),
     _opt("FILL_RATIO", _parse_float, 0.85, "Share of the canvas the product fills.",
          check=_between(0.05, 1.0)),
+    _opt("OUTPUTS", _parse_list, ("default",),
+         "Outputs made from each photo: presets (default, amazon, mercadolivre, cutout) or "
+         "[outputs.NAME] tables of the TOML file; env: amazon,mercadolivre."),
     _opt("MODEL_PATH", _parse_path, _default_model_path, "Where the local U²-Net-p model lives."),
     _opt("WORKER_ID", _parse_str, _default_worker_id,
          "Name of this daemon's claim folder; must be unique among daemons on one share."),
@@ -341,10 +346,13 @@ class Settings:
     output_format: Literal["jpeg", "png", "webp"]
     output_quality: int
     fill_ratio: float
+    outputs: tuple[str, ...]
     model_path: Path
     worker_id: str
     rate_limit_per_minute: int
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # OUTPUTS, the [outputs.NAME] and [folders."NAME"] tables, resolved and checked
+    plan: Plan = field(default_factory=lambda: Plan(()), compare=False, repr=False)
 
     # Folders the daemon owns inside the inbox (same filesystem, so renames are atomic).
     @property
@@ -411,7 +419,16 @@ def _show(value: object) -> str:
     return _URL_PASSWORD.sub(r"\1****@", str(value))  # a password in a URL
 
 
+# TOML tables that are not groups of flat keys: [outputs.NAME] and [folders."NAME"]
+_TABLES = ("outputs", "folders")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's flat keys (upper case), plus its special tables under their lower-case names.
+
+    TOML cannot hold both ``outputs = [...]`` and ``[outputs.NAME]`` at the top level: with
+    custom outputs, the list goes under any grouping section (``[thumbnail]`` ``outputs = …``).
+    """
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -421,11 +438,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("config file", str(path), f"not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):  # [section] tables are allowed for grouping; keys stay flat
+        if key in _TABLES and isinstance(value, dict):
+            flat[key] = value
+        elif isinstance(value, dict):  # [section] tables are allowed for grouping; keys stay flat
             flat.update({k.upper(): v for k, v in value.items()})
         else:
             flat[key.upper()] = value
-    unknown = sorted(set(flat) - set(OPTIONS_BY_KEY))
+    unknown = sorted(set(flat) - set(OPTIONS_BY_KEY) - set(_TABLES))
     if unknown:
         raise ConfigError(unknown[0], flat[unknown[0]], f"unknown key in {path}")
     return flat
@@ -481,7 +500,11 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         sources[opt.key] = source
     _resolve_paths(values)
     _check_consistency(values)
-    return Settings(**values, sources=sources)
+    plan = output_plan.build({"size": values["output_size"], "format": values["output_format"],
+                          "quality": values["output_quality"], "fill": values["fill_ratio"]},
+                         values["outputs"], file_values.get("outputs", {}),
+                         file_values.get("folders", {}))
+    return Settings(**values, sources=sources, plan=plan)
 
 
 def _resolve_paths(values: dict[str, Any]) -> None:
@@ -509,4 +532,4 @@ def option_names() -> list[str]:
 
 
 def settings_fields() -> list[str]:
-    return [f.name for f in fields(Settings) if f.name != "sources"]
+    return [f.name for f in fields(Settings) if f.name not in ("sources", "plan")]

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import ContextManager
@@ -29,6 +29,7 @@ from watcher.errors import (ADVICE, UNEXPECTED, ClaimLost, ModelError, RejectedI
 from watcher.faults import Faults, folder_of, is_setup_error, probe_write
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
+from watcher.outputs import OutputSpec, output_rel
 from watcher.stages import compose as compose_stage
 from watcher.stages import publish
 from watcher.stages import validate
@@ -71,11 +72,19 @@ class Folders:
 
 @dataclass
 class Rendered:
-    """What the pure part of the pipeline produced for one input."""
+    """What the pure part of the pipeline produced for one input: one file per output, each
+    with its path relative to OUTPUT_PATH."""
 
-    data: bytes
-    rel: PurePosixPath
+    files: list[tuple[OutputSpec, PurePosixPath, bytes]]
     backend: str
+
+    @property
+    def rel(self) -> PurePosixPath:
+        return self.files[0][1]
+
+    @property
+    def data(self) -> bytes:
+        return self.files[0][2]
 
 
 class Pipeline:
@@ -86,8 +95,7 @@ class Pipeline:
         self.cpu = cpu_slots or threading.BoundedSemaphore(settings.cpu_workers)
         self.limits = validate.Limits(settings.max_file_size, settings.max_pixels,
                                       settings.allowed_formats, settings.output_size)
-        self.output = compose_stage.Output(settings.output_size, settings.output_format,
-                                           settings.output_quality, settings.fill_ratio)
+        self.plan = settings.plan
         self.backgrounds = compose_stage.Backgrounds(settings.background_path,
                                                      settings.output_size)
         self.folders = Folders(settings.output_path, settings.processed_path,
@@ -115,10 +123,12 @@ class Pipeline:
                 self.metrics.stage_seconds.labels(stage).observe(elapsed)
 
     def render(self, job: Job, source: Path) -> Rendered:
-        """Validate, remove and compose ``source``; raises RejectedImage / RemovalUnavailable."""
+        """Validate, remove and compose ``source`` into each of its outputs: decoded once, one
+        mask, then one canvas per output. Raises RejectedImage / RemovalUnavailable."""
+        specs = self.plan.for_rel(job.rel)
+        limits = replace(self.limits, target=working_target(specs))
         with self._stage(job, "validate", self.cpu):
-            photo = validate.decode(validate.read_input(source, self.limits.max_bytes),
-                                    self.limits)
+            photo = validate.decode(validate.read_input(source, limits.max_bytes), limits)
         rgb, own_alpha = _split_alpha(photo.image)
         del photo  # its bytes (up to MAX_FILE_SIZE) are not needed past decoding
         remove_slot = self.cpu if self.remover.cpu_bound else nullcontext()
@@ -127,11 +137,20 @@ class Pipeline:
                 mask, job.backend = own_alpha, "input-alpha"
             else:
                 mask, job.backend = self.remover.mask(rgb), self.remover.name
+        files = []
         with self._stage(job, "compose", self.cpu):
-            canvas = self.backgrounds.canvas(job.rel)
-            image = compose_stage.compose(rgb, mask, canvas, self.output.fill_ratio)
-            data = compose_stage.encode(image, self.output)
-        return Rendered(data, compose_stage.output_rel(job.rel, self.output), job.backend)
+            for spec in specs:
+                if spec.size is None:  # the cut-out itself, at the photo's own size
+                    image = compose_stage.cutout(rgb, mask)
+                else:
+                    canvas = compose_stage.canvas_for(spec, self.backgrounds, job.rel)
+                    assert spec.fill is not None
+                    image = compose_stage.compose(rgb, mask, canvas, spec.fill,
+                                                  shadow=spec.shadow)
+                files.append((spec, output_rel(job.rel, spec, len(specs) > 1),
+                              compose_stage.encode(image, spec)))
+                del image
+        return Rendered(files, job.backend)
 
     def run(self, job: Job, claims: Claims) -> Job:
         """Take a claimed job to its end: published, rejected, failed, released or lost."""
@@ -156,13 +175,17 @@ class Pipeline:
             rendered = self.render(job, job.claimed)
             with self._stage(job, "publish", nullcontext()):
                 with self._writing("output", self.folders.output):
-                    job.output, replaced = publish.write_atomic(
-                        self.folders.output, rendered.rel, rendered.data, self.tag, fence)
+                    written = publish.write_set(
+                        self.folders.output, [(rel, data) for _, rel, data in rendered.files],
+                        self.tag, fence)
+                job.output = written[0][0]
                 with self._writing("processed", self.folders.processed):
                     publish.archive_original(job.claimed, self.folders.processed, job.rel)
-            if replaced:
-                logger.bind(file=str(job.rel)).warning(
-                    "thumbnail {} replaced an earlier one of the same name", rendered.rel)
+            for path, replaced in written:
+                if replaced:
+                    logger.bind(file=str(job.rel)).warning(
+                        "thumbnail {} replaced an earlier one of the same name",
+                        path.relative_to(self.folders.output))
             self._forget_incomplete(job.rel)
             job.status = JobStatus.DONE
         except (ClaimLost, _Unwritable):
@@ -283,6 +306,15 @@ class Pipeline:
                                         detail=detail, advice=ADVICE.get(kind, ""), fence=fence)
         job.reason, job.kind = reason, kind
         job.status = status
+
+
+def working_target(specs: tuple[OutputSpec, ...]) -> tuple[int, int]:
+    """The least size the decoded photo must keep to serve every output: the largest canvas, or
+    the photo's own size when one output is the cut-out at full size."""
+    if any(spec.size is None for spec in specs):
+        return (1 << 20, 1 << 20)  # more than any photo: nothing is reduced
+    side = max(max(spec.size) for spec in specs if spec.size is not None)
+    return (side, side)
 
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:

@@ -1,7 +1,12 @@
 """Compose: the cut-out, trimmed to its product, scaled and centred on a background canvas.
 
 Works at output scale: the photo arrives already reduced (validate drafts JPEGs), the mask is the
-same size, and only the trimmed product is resampled to its final size.
+same size, and only the trimmed product is resampled to its final size. One photo may become
+several outputs (``watcher.outputs``): each gets its own canvas, size, fill and format from its
+spec, from the same photo and mask.
+
+A product the photo's frame cuts (its mask runs along an edge of the photo: a shirt cut at the
+waist) is anchored to that edge of the canvas instead of floating with a hard straight edge.
 """
 
 from __future__ import annotations
@@ -9,10 +14,14 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
-from PIL import Image, ImageChops, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
+
+from watcher.outputs import OutputSpec
 
 from watcher.errors import RejectedImage
 
@@ -83,38 +92,47 @@ def _first_image_in(folder: Path) -> Path | None:
 
 
 class Backgrounds:
-    """Background canvases, cover-cropped to the output size and cached by file and mtime."""
+    """Background canvases, cover-cropped to an output's size and cached by file, mtime and size."""
 
     def __init__(self, folder: Path, size: tuple[int, int], capacity: int = 16) -> None:
         self.folder = folder
         self.size = size
-        self._cache: OrderedDict[tuple[str, int, int], Image.Image] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int, tuple[int, int]], Image.Image] = (
+            OrderedDict())
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def canvas(self, rel: PurePosixPath) -> Image.Image:
-        """A fresh RGB canvas of the output size for the input at ``rel``."""
-        path = find_background(self.folder, rel)
+    def canvas(self, rel: PurePosixPath, size: tuple[int, int] | None = None) -> Image.Image:
+        """A fresh RGB canvas of ``size`` (default: the output size) for the input at ``rel``."""
+        return self._canvas(find_background(self.folder, rel), size or self.size)
+
+    def named(self, name: str, size: tuple[int, int]) -> Image.Image:
+        """A canvas from the image ``name`` in the backgrounds folder (a shop folder's own);
+        white when it is not there."""
+        path = self.folder / name
+        return self._canvas(path if _is_image_file(path) else None, size)
+
+    def _canvas(self, path: Path | None, size: tuple[int, int]) -> Image.Image:
         if path is None:
-            return Image.new("RGB", self.size, _WHITE)
+            return Image.new("RGB", size, _WHITE)
         try:
             st = path.stat()
         except OSError:
-            return Image.new("RGB", self.size, _WHITE)
-        key = (str(path), st.st_mtime_ns, st.st_size)
+            return Image.new("RGB", size, _WHITE)
+        key = (str(path), st.st_mtime_ns, st.st_size, size)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached.copy()
-        prepared = self._prepare(path)
+        prepared = self._prepare(path, size)
         with self._lock:
             self._cache[key] = prepared
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
         return prepared.copy()
 
-    def _prepare(self, path: Path) -> Image.Image:
+    def _prepare(self, path: Path, size: tuple[int, int]) -> Image.Image:
         from loguru import logger
 
         try:
@@ -123,16 +141,16 @@ class Backgrounds:
             with Image.open(path) as im:
                 if im.size[0] * im.size[1] > _MAX_BACKGROUND_PIXELS:
                     raise ValueError("background has too many pixels")
-                im.draft("RGB", self.size)
+                im.draft("RGB", size)
                 # a palette or grey image with a tRNS chunk is transparent too
                 alpha = "A" in im.mode or "transparency" in im.info
                 im = ImageOps.exif_transpose(im.convert("RGBA" if alpha else "RGB"))
                 flat = Image.new("RGB", im.size, _WHITE)
                 flat.paste(im, mask=im.getchannel("A") if im.mode == "RGBA" else None)
-                return ImageOps.fit(flat, self.size, Image.Resampling.LANCZOS)
+                return ImageOps.fit(flat, size, Image.Resampling.LANCZOS)
         except Exception as exc:  # a broken background must not stop production: use white
             logger.warning("background {} unusable ({}); using plain white", path, exc)
-            return Image.new("RGB", self.size, _WHITE)
+            return Image.new("RGB", size, _WHITE)
 
 
 def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
@@ -146,9 +164,11 @@ def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
 
 
 def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
-            fill_ratio: float) -> Image.Image:
+            fill_ratio: float, anchor: Collection[str] = (), shadow: str = "none") -> Image.Image:
     """Trim ``image`` to the product in ``mask``, scale it to fill ``fill_ratio`` of the canvas
-    (in both directions, keeping its aspect), and paste it in the centre."""
+    (in both directions, keeping its aspect), and paste it in the centre; flush with each canvas
+    edge named in ``anchor`` (``top``, ``bottom``, ``left``, ``right``: the photo's frame cuts the
+    product there). An RGBA canvas stays transparent around the product."""
     if mask.size != image.size:
         mask = mask.resize(image.size, Image.Resampling.BILINEAR)
     box = product_box(mask)
@@ -164,8 +184,90 @@ def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
     product = image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
     # the mask is a smooth upscale of the model's 320×320 output: LANCZOS adds nothing but time
     alpha = mask.resize(size, Image.Resampling.BILINEAR, box=box)
-    canvas.paste(product, ((cw - size[0]) // 2, (ch - size[1]) // 2), alpha)
+    where = _place(canvas.size, size, anchor)
+    if shadow == "contact":
+        _contact_shadow(canvas, where, size, alpha)
+    if canvas.mode == "RGBA":
+        product.putalpha(alpha)
+        canvas.alpha_composite(product, where)
+    else:
+        canvas.paste(product, where, alpha)
     return canvas
+
+
+def _place(canvas: tuple[int, int], size: tuple[int, int],
+           anchor: Collection[str]) -> tuple[int, int]:
+    """Top-left corner of the product: centred, or flush with the one edge of each axis that
+    cuts it (cut on both sides of an axis, it stays centred on that axis)."""
+    (cw, ch), (w, h) = canvas, size
+    x, y = (cw - w) // 2, (ch - h) // 2
+    if ("left" in anchor) != ("right" in anchor):
+        x = 0 if "left" in anchor else cw - w
+    if ("top" in anchor) != ("bottom" in anchor):
+        y = 0 if "top" in anchor else ch - h
+    return x, y
+
+
+def _contact_shadow(canvas: Image.Image, where: tuple[int, int], size: tuple[int, int],
+                    alpha: Image.Image) -> None:
+    """A soft shadow where the product meets the ground: a blurred ellipse under its base."""
+    (x, y), (w, h) = where, size
+    bottom = y + h
+    if bottom >= canvas.size[1] - 2:
+        return  # standing on the canvas's edge: nothing below to cast on
+    ellipse_h = max(4, h // 12)
+    blur = max(2, ellipse_h // 2)
+    pad = 3 * blur
+    layer = Image.new("L", (w + 2 * pad, ellipse_h + 2 * pad), 0)
+    ImageDraw.Draw(layer).ellipse((pad + w // 10, pad, pad + w - w // 10, pad + ellipse_h),
+                                  fill=110)
+    layer = layer.filter(ImageFilter.GaussianBlur(blur))
+    origin = (x - pad, bottom - ellipse_h // 2 - pad)
+    dark = Image.new(canvas.mode, layer.size, (0, 0, 0, 255) if canvas.mode == "RGBA"
+                     else (0, 0, 0))
+    if canvas.mode == "RGBA":
+        dark.putalpha(layer)
+        dest, source = _clip(origin, canvas.size, layer.size)
+        canvas.alpha_composite(dark, dest, source)
+    else:
+        canvas.paste(dark, origin, layer)
+
+
+def _clip(origin: tuple[int, int], canvas: tuple[int, int],
+          size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """alpha_composite wants a destination inside the canvas: the part of the layer that is."""
+    x, y = origin
+    left, top = max(0, -x), max(0, -y)
+    right = min(size[0], canvas[0] - x)
+    bottom = min(size[1], canvas[1] - y)
+    return (x + left, y + top), (left, top, max(left, right), max(top, bottom))
+
+
+def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The photo at its own size with the mask as alpha (a drop-in for ``rembg p`` output)."""
+    if mask.size != image.size:
+        mask = mask.resize(image.size, Image.Resampling.BILINEAR)
+    if image.mode == "RGBA":
+        mask = ImageChops.multiply(mask, image.getchannel("A"))
+    rgba = image.convert("RGBA") if image.mode != "RGBA" else image.copy()
+    rgba.putalpha(mask)
+    return rgba
+
+
+def canvas_for(spec: OutputSpec, backgrounds: Backgrounds, rel: PurePosixPath) -> Image.Image:
+    """A fresh canvas for ``spec``: transparent, white, a colour, the folder's background image,
+    or a named image from the backgrounds folder."""
+    assert spec.size is not None
+    background = spec.background
+    if background == "transparent":
+        return Image.new("RGBA", spec.size, (0, 0, 0, 0))
+    if background == "white":
+        return Image.new("RGB", spec.size, _WHITE)
+    if background.startswith("#"):
+        return Image.new("RGB", spec.size, background)
+    if background == "folder":
+        return backgrounds.canvas(rel, spec.size)
+    return backgrounds.named(background, spec.size)
 
 
 def _with_own_alpha(image: Image.Image, mask: Image.Image,
@@ -177,13 +279,23 @@ def _with_own_alpha(image: Image.Image, mask: Image.Image,
     return rgb, inside
 
 
-def encode(image: Image.Image, output: Output) -> bytes:
+class Encoding(Protocol):
+    format: str
+    quality: int
+
+
+def encode(image: Image.Image, output: Encoding) -> bytes:
     buf = io.BytesIO()
     if output.format == "jpeg":
+        # a white-background marketplace output keeps full-resolution colour: with 4:2:0 the
+        # edge's ringing spreads over 16×16 blocks of the white, with 4:4:4 over 8×8 at most
+        pure_white = getattr(output, "pure_white", False)
         image.save(buf, "JPEG", quality=output.quality, optimize=False, progressive=False,
-                   subsampling="4:2:0")
+                   subsampling="4:4:4" if pure_white else "4:2:0")
     elif output.format == "webp":
         image.save(buf, "WEBP", quality=output.quality, method=4)
+    elif output.format == "avif":
+        image.save(buf, "AVIF", quality=output.quality, speed=8)
     else:
         image.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
@@ -194,5 +306,5 @@ def output_rel(rel: PurePosixPath, output: Output) -> PurePosixPath:
     return rel.with_name(rel.stem + output.suffix)
 
 
-__all__ = ["Output", "Backgrounds", "compose", "encode", "find_background", "output_rel",
-           "product_box"]
+__all__ = ["Output", "Backgrounds", "canvas_for", "compose", "cutout", "encode",
+           "find_background", "output_rel", "product_box"]

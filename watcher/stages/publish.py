@@ -64,11 +64,48 @@ def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str,
 
     ``fence`` is asked after the data is durable and before the rename: False drops the temp
     file and raises ``ClaimLost``, leaving ``root/rel`` as it was."""
+    return write_set(root, [(rel, data)], tag, fence)[0]
+
+
+def write_set(root: Path, files: list[tuple[PurePosixPath, bytes]], tag: str,
+              fence: Fence | None = None) -> list[tuple[Path, bool]]:
+    """Publish every output of one photo, as close to all at once as a filesystem allows.
+
+    Each file is first written in full to a hidden temp name in its folder and fsynced; only when
+    all are durable (and the fence still holds) are they renamed, one after another, then their
+    folders fsynced. A failure before the renames leaves no output changed; a crash during them
+    leaves some outputs new and the original still claimed, so the rerun that follows writes the
+    whole set again. Returns (path, replaced) per file, in order.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for rel, data in files:
+            staged.append(_stage_file(root, rel, data, tag))
+        if fence is not None and not fence():
+            raise ClaimLost(f"{files[0][0]} was not published: this daemon no longer owns "
+                            "its input")
+    except BaseException:
+        for temp, _target in staged:
+            _unlink_quietly(temp)
+        raise
+    done = []
+    for temp, target in staged:
+        replaced = os.path.lexists(target)
+        if target.is_symlink():
+            os.unlink(target)  # never write through a link someone put in our output
+        os.replace(temp, target)
+        done.append((target, replaced))
+    for folder in dict.fromkeys(target.parent for _temp, target in staged):
+        fsync_dir(folder)
+    return done
+
+
+def _stage_file(root: Path, rel: PurePosixPath, data: bytes, tag: str) -> tuple[Path, Path]:
+    """Write ``data`` durably to a hidden temp file beside ``root/rel``; (temp, target)."""
     target = _inside(root, rel)
     folder = _make_dirs(root, rel.parent)
-    # the random part makes it unique; the name and tag only tell a human whose it is
     hidden = f".{_cut(target.name, 100)}.{_cut(tag, 40)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    temp = folder / hidden
+    temp = folder / hidden  # the random part makes it unique; name and tag tell a human whose
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         view = memoryview(data)
@@ -80,15 +117,14 @@ def write_atomic(root: Path, rel: PurePosixPath, data: bytes, tag: str,
         os.unlink(temp)
         raise
     os.close(fd)
-    if fence is not None and not fence():
-        os.unlink(temp)
-        raise ClaimLost(f"{rel} was not published: this daemon no longer owns its input")
-    replaced = os.path.lexists(target)
-    if target.is_symlink():
-        os.unlink(target)  # never write through a link someone put in our output
-    os.replace(temp, target)
-    fsync_dir(folder)
-    return target, replaced
+    return temp, target
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) -> Path:
