@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,9 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.slow_client import probe_while_trickling
 from watcher import config, http
 from watcher.errors import ConfigError
 from watcher.metrics import Metrics
+
+PROBES = ("/livez", "/readyz", "/health", "/metrics")  # what Kubernetes and Prometheus ask
 
 
 def _get(url: str, method: str = "GET", headers: Mapping[str, str] | None = None,
@@ -88,23 +92,58 @@ def test_a_failing_route_answers_500_and_the_server_goes_on(
     assert _get(server.url + "/livez")[0] == 200
 
 
-def test_requests_beyond_the_cap_are_refused_at_once_and_slots_come_back(
+class _Held:
+    """A route that holds its slot until released, and tells when a request is in it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def __call__(self, headers: Mapping[str, str]) -> http.Response:
+        self.entered.release()
+        self.release.wait(10)
+        return http.Response(200, b"done\n", "text/plain")
+
+    def hold(self, url: str) -> threading.Thread:
+        thread = threading.Thread(target=_get, args=(url,), daemon=True)
+        thread.start()
+        assert self.entered.acquire(timeout=5), f"{url} did not reach its route"
+        return thread
+
+
+def test_busy_requests_are_refused_at_once_and_probes_keep_slots_of_their_own(
         serve: Callable[..., http.Server]) -> None:
-    server = serve({"/livez": _doc("healthy")}, max_concurrent=2, socket_timeout=1.0)
-    # two clients that connect and say nothing hold both slots until their timeout
-    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
-    try:
-        time.sleep(0.3)
-        started = time.monotonic()
-        status, headers, body = _get(server.url + "/livez")
-        assert (status, body) == (503, b"busy\n")
-        assert headers["Retry-After"] == "1"
-        assert time.monotonic() - started < 0.5
-        time.sleep(1.2)  # the silent connections time out and give their slots back
-        assert _get(server.url + "/livez")[0] == 200
-    finally:
-        for sock in silent:
-            sock.close()
+    page, health = _Held(), _Held()
+    server = serve({"/page": page, "/health": health, "/livez": _doc("healthy")},
+                   max_concurrent=1, reserved_slots=1)
+    # a probe takes its reserved slot first, so the shared one is still there for the page
+    holders = [health.hold(server.url + "/health"), page.hold(server.url + "/page")]
+    started = time.monotonic()
+    status, headers, body = _get(server.url + "/page")
+    assert (status, body, headers["Retry-After"]) == (503, b"busy\n", "1")
+    assert _get(server.url + "/livez")[0] == 503  # both slots taken
+    assert time.monotonic() - started < 0.5
+    health.release.set()
+    holders[0].join(5)
+    # the page holds every shared slot: other paths are refused, the probes are not
+    assert _get(server.url + "/elsewhere")[0] == 503
+    assert _get(server.url + "/livez")[0] == 200
+    page.release.set()
+    holders[1].join(5)
+    assert _get(server.url + "/elsewhere")[0] == 404  # a slot again
+
+
+def test_slow_clients_neither_starve_the_probes_nor_stay(
+        serve: Callable[..., http.Server]) -> None:
+    server = serve({path: _doc("healthy") for path in PROBES})
+    # 12 connections, more than the request slots, each sending a header byte every 1.5-3 s
+    probes, slow = probe_while_trickling(server.url, server.port, PROBES)
+    assert {p.path for p in probes} == set(PROBES)
+    assert [p for p in probes if p.status != 200 or p.seconds > 0.5] == []
+    # each is closed at the 5 s deadline for its request line and headers, whatever its pace
+    closed = sorted(t.closed_after or -1 for t in slow)
+    assert 4.5 <= closed[0] and closed[-1] <= 6.5, closed
+    assert all(t.answer.startswith(b"HTTP/1.0 408 ") for t in slow), [t.answer for t in slow]
 
 
 def test_metrics_route_serves_the_registry_in_both_formats() -> None:

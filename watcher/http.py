@@ -1,9 +1,9 @@
 """The operations HTTP server (/health, /livez, /readyz, /metrics) and its client.
 
-A standard-library ``ThreadingHTTPServer`` in a daemon thread. It is bounded: at most
-``max_concurrent`` requests are served at once and the accepting thread answers any more with an
-immediate 503; every connection has a socket timeout, so a slow or silent client holds a slot for
-seconds, not forever. Handlers only read the daemon's state, so the pipeline never waits on them.
+The routes are served by ``watcher.httpserver``, in a daemon thread: slow or hostile clients
+cannot hold its slots (every request has a total deadline for its headers), and the probes have
+slots of their own, so a pod is never restarted because other clients were slow. Handlers only
+read the daemon's state, so the pipeline never waits on them.
 
 With ``HTTP_PORT=0`` the kernel picks the port. The bound address is logged ("HTTP server on
 http://…") and written to ``produtos/.thumbgen/http.json`` (``{"url", "host", "port", "pid",
@@ -16,13 +16,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -33,18 +31,17 @@ from prometheus_client.exposition import choose_encoder
 from watcher import __version__
 from watcher.config import Settings
 from watcher.errors import ConfigError
+from watcher.httpserver import BoundedHandler, BoundedHTTPServer
 
 if TYPE_CHECKING:
     from watcher.health import Health
     from watcher.metrics import Metrics
 
 ADDRESS_FILE = "http.json"
-MAX_CONCURRENT = 8
-SOCKET_TIMEOUT = 5.0
+# What Kubernetes, Prometheus and `thumbgen health` ask: served from slots no other path takes.
+PROBES = ("/livez", "/readyz", "/health", "/metrics")
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNHEALTHY = 0, 1, 2
 _EXIT_BY_STATUS = {"healthy": EXIT_HEALTHY, "degraded": EXIT_DEGRADED}
-_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-         b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
 
 
 @dataclass(frozen=True)
@@ -94,14 +91,10 @@ def routes(health: Health | None, metrics: Metrics | None) -> dict[str, Route]:
     return table
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     server: OpsServer
     server_version = f"thumbgen/{__version__}"
     sys_version = ""
-
-    def setup(self) -> None:
-        self.timeout = self.server.socket_timeout  # read and write deadline of this connection
-        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         self._answer(send_body=True)
@@ -128,69 +121,31 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(response.body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        logger.debug("http {} {}", self.address_string(), format % args)
 
+class OpsServer(BoundedHTTPServer):
+    """The bounded server with the route table, the probes on their reserved slots."""
 
-class OpsServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a cap on concurrent requests and a per-connection timeout."""
-
-    daemon_threads = True
-    request_queue_size = 32
-
-    def __init__(self, address: tuple[str, int], table: dict[str, Route],
-                 max_concurrent: int = MAX_CONCURRENT, socket_timeout: float = SOCKET_TIMEOUT
-                 ) -> None:
+    def __init__(self, address: tuple[str, int], table: dict[str, Route], **bounds: Any) -> None:
         self.table = table
-        self.socket_timeout = socket_timeout
-        self.slots = threading.BoundedSemaphore(max_concurrent)
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self._refuse(request)
-            return
-        try:
-            super().process_request(request, client_address)  # starts the handler thread
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def _refuse(self, request: socket.socket) -> None:
-        try:
-            request.settimeout(1.0)
-            request.sendall(_BUSY)
-        except OSError:
-            pass
-        self.shutdown_request(request)
+        super().__init__(address, _Handler, reserved_paths=PROBES, **bounds)
 
 
 class Server:
     """The server in its own daemon thread; ``url`` is known once ``start()`` has bound."""
 
-    def __init__(self, host: str, port: int, table: dict[str, Route],
-                 max_concurrent: int = MAX_CONCURRENT, socket_timeout: float = SOCKET_TIMEOUT
-                 ) -> None:
+    def __init__(self, host: str, port: int, table: dict[str, Route], **bounds: Any) -> None:
+        """``bounds``: keywords of ``BoundedHTTPServer`` (slots, deadlines), for the tests."""
         self.host = host
         self.port = port
         self.table = table
-        self.max_concurrent = max_concurrent
-        self.socket_timeout = socket_timeout
+        self.bounds = bounds
         self.address_file: Path | None = None
         self._httpd: OpsServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         try:
-            self._httpd = OpsServer((self.host, self.port), self.table, self.max_concurrent,
-                                    self.socket_timeout)
+            self._httpd = OpsServer((self.host, self.port), self.table, **self.bounds)
         except OSError as exc:
             why = f"cannot listen there: {exc.strerror or exc}"
             if exc.errno == errno.EADDRINUSE:
@@ -198,8 +153,8 @@ class Server:
                         "(0 picks a free port)")
             raise ConfigError("HTTP_PORT", f"{self.host}:{self.port}", why) from None
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
-            "poll_interval": 0.2}, name="http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http",
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -307,4 +262,4 @@ def fetch_health(url: str, timeout: float = 5.0) -> HealthReport:
 
 
 __all__ = ["Server", "serve", "routes", "Response", "fetch_health", "HealthReport", "daemon_url",
-           "write_address", "remove_address", "ADDRESS_FILE"]
+           "write_address", "remove_address", "ADDRESS_FILE", "PROBES"]

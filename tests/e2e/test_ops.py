@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import THUMBGEN, Daemon, wait_for
 from tests.sd_notify import NotifyListener
+from tests.slow_client import probe_while_trickling
 from watcher.errors import REJECT_KINDS, UNEXPECTED
 
 pytestmark = pytest.mark.e2e
@@ -173,6 +174,19 @@ def test_not_ready_while_the_output_folder_is_unusable(daemon: Daemon) -> None:
     daemon.output.unlink()
     (daemon.base / "moved-away").rename(daemon.output)
     assert get(url + "/readyz")[0] == 200
+    assert daemon.stop() == 0
+
+
+def test_probes_answer_while_slow_clients_hold_connections(daemon: Daemon) -> None:
+    """Issue 9: eight clients trickling header bytes made every probe answer 503 "busy" and
+    Kubernetes restart a healthy pod."""
+    url = base_url(daemon)
+    wait_for(lambda: get(url + "/readyz")[0] == 200, 30, message="/readyz 200")
+    port = int(url.rsplit(":", 1)[1])
+    probes, slow = probe_while_trickling(url, port, ("/livez", "/readyz", "/health", "/metrics"))
+    assert [p for p in probes if p.status != 200 or p.seconds > 0.5] == []
+    closed = sorted(t.closed_after or -1 for t in slow)
+    assert 4.5 <= closed[0] and closed[-1] <= 6.5, closed  # the 5 s header deadline
     assert daemon.stop() == 0
 
 
