@@ -76,9 +76,10 @@ def test_thumbnails_come_from_the_remote_at_most_n_at_once_and_leave_no_temp_fil
     assert [p.name for p in (d.inbox / ".thumbgen" / "tmp").iterdir()] in ([], [".ses"])
 
     # the same photo dropped again under another name: the cache answers, not the remote
+    calls = remote.calls()
     drop(d.inbox, "photo-07-again.jpg", shade=7)
     d.wait_idle(51)
-    assert remote.calls() == 50 and done_via(d.log(), "gradio-cache") == 1
+    assert remote.calls() == calls and done_via(d.log(), "gradio-cache") == 1
     assert (d.output / "photo-07-again.jpg").is_file()
     assert d.stop() == 0
 
