@@ -10,9 +10,11 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
@@ -67,20 +69,37 @@ def build_remover(settings: config.Settings, metrics: Metrics,
 
 # -- commands ------------------------------------------------------------------------------------
 
-def _private_tmp(settings: config.Settings) -> None:
+# A process's own temp folder of a daemon that is gone is removed at the next start after this.
+_TMP_LEFT_FOR = 3600.0
+
+
+def _private_tmp(settings: config.Settings) -> Path:
     """Point temp files (ours and our libraries': onnxruntime writes ``$TMPDIR/.ses``) at
-    ``.thumbgen/tmp``, so the daemon leaves nothing in /tmp and its temp files share the
-    inbox's filesystem and cleanup."""
-    tmp = settings.state_path / "tmp"
+    ``.thumbgen/tmp/<worker-id>``, so the daemon leaves nothing in /tmp, its temp files share
+    the inbox's filesystem, and a clean stop can remove them all without touching another
+    daemon's. Folders of daemons that are gone (no claim folder, untouched for an hour) go too."""
+    root = settings.state_path / "tmp"
+    tmp = root / settings.worker_id
     tmp.mkdir(parents=True, exist_ok=True)
+    claimed = settings.state_path / "claimed"
+    for folder in root.iterdir():
+        try:
+            stale = (folder.is_dir() and not folder.is_symlink() and folder != tmp
+                     and not (claimed / folder.name).exists()
+                     and time.time() - folder.stat().st_mtime > _TMP_LEFT_FOR)
+            if stale:
+                shutil.rmtree(folder)
+        except OSError:
+            continue
     os.environ["TMPDIR"] = str(tmp)
     tempfile.tempdir = None  # forget the cached default, re-read from TMPDIR
+    return tmp
 
 
 def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher.app import App
 
-    _private_tmp(settings)
+    tmp = _private_tmp(settings)
     metrics = Metrics()
     cpu_slots = threading.BoundedSemaphore(settings.cpu_workers)  # shared by App and remover
     remover = build_remover(settings, metrics, cpu_slots)
@@ -101,6 +120,7 @@ def cmd_run(settings: config.Settings, args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # a clean stop leaves nothing behind
 
 
 def _tune_malloc_for_the_daemon() -> None:

@@ -46,6 +46,8 @@ def test_sample_photos_become_thumbnails_with_folder_backgrounds(
     d.wait_started()
     d.wait_idle(len(originals))
     assert d.stop() == 0
+    # a clean stop leaves no temp file of its own or of its libraries (onnxruntime's .ses)
+    assert [p for p in (d.inbox / ".thumbgen" / "tmp").rglob("*")] == []
 
     for rel, data in originals.items():
         thumb = d.output / Path(rel).with_suffix(".jpg")
