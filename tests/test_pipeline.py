@@ -277,7 +277,7 @@ def test_with_the_default_settle_a_truncated_photo_first_waits_in_the_inbox(
     # looked at again in 10 s, rejected once it has stayed the same for 40 s
     assert pipeline.incomplete_grace == 40.0
     assert job.status is JobStatus.RELEASED and job.hold == 10.0
-    assert job.reason.startswith("the file is not complete yet")
+    assert job.reason.startswith("it looks unfinished (it may still be uploading)")
     assert (settings.upload_path / "meia.jpg").read_bytes() == PHOTO[: len(PHOTO) // 2]
     assert _files(settings.failed_path) == []
 
@@ -448,3 +448,29 @@ def test_a_file_that_can_never_be_a_photo_is_rejected_at_once_even_with_a_grace(
     job = slow_process("x.jpg")
 
     assert job.status is JobStatus.REJECTED and job.kind == "link"
+
+
+@pytest.mark.parametrize("data", [b"shopping list: milk, eggs\n", b"%PDF-1.7\n" + b"x" * 500,
+                                  b"GIF89a" + b"\0" * 100, b"PK\x03\x04" + b"\0" * 100],
+                         ids=["text", "pdf", "gif", "zip"])
+def test_a_file_that_plainly_is_something_else_is_rejected_at_once(
+        slow_settings: Settings, slow_process: Callable[..., Job], data: bytes) -> None:
+    """A text file renamed notas.jpg waited 40 s before (a new-user trial): its first bytes are
+    no unfinished photo's, so no grace."""
+    (slow_settings.upload_path / "notas.jpg").write_bytes(data)
+
+    job = slow_process("notas.jpg")
+
+    assert job.status is JobStatus.REJECTED and job.kind == "not_a_photo"
+    assert (slow_settings.failed_path / "notas.jpg").read_bytes() == data
+
+
+def test_the_wait_of_an_unfinished_upload_is_said_once(
+        slow_settings: Settings, slow_process: Callable[..., Job]) -> None:
+    (slow_settings.upload_path / "meia.jpg").write_bytes(PHOTO[:40_000])
+
+    first, second = slow_process("meia.jpg"), slow_process("meia.jpg")
+
+    assert first.status is second.status is JobStatus.RELEASED
+    assert (first.quiet, second.quiet) == (False, True)
+    assert "waits in the inbox" not in first.reason

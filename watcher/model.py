@@ -37,3 +37,4 @@ class Job:
                                # pool's default)
     output: Path | None = None
     backend: str = ""
+    quiet: bool = False  # released again for a reason already logged: log it at debug level

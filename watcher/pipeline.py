@@ -43,16 +43,17 @@ UNEXPECTED_REASON = ("An unexpected error stopped this photo from being processe
 _OWN_ALPHA_MIN_TRANSPARENT = 0.01
 # A file that cannot be read yet may be an upload that paused longer than SETTLE_SECONDS: it goes
 # back to the inbox, and is rejected only once it has looked the same to this daemon for this many
-# settle periods (40 s by default), checked every _INCOMPLETE_RECHECK settle periods. Which
-# rejections can be such an upload: empty (created, nothing written yet), cut short, and unreadable
-# or unrecognised (a truncated WebP has no decoder; uploaders that reserve the whole size first
-# leave zeros where the rest, or the start, will go).
-MAY_BE_UPLOADING = frozenset({"empty", "incomplete", "damaged", "not_a_photo"})
+# settle periods (40 s by default), checked every _INCOMPLETE_RECHECK settle periods. Only what an
+# unfinished upload can look like gets that grace: empty (created, nothing written yet), a valid
+# start cut short ("incomplete"; "damaged": a truncated WebP has no decoder), and zeros where the
+# start will go (uploaders that reserve the whole size first). A file whose first bytes are plainly
+# something else (text, a PDF, another format's signature) is rejected at once.
+MAY_BE_UPLOADING = frozenset({"empty", "incomplete", "damaged"})
 INCOMPLETE_GRACE_SETTLES = 20
 _INCOMPLETE_RECHECK_SETTLES = 5
 _INCOMPLETE_REMEMBERED = 10_000
-STILL_UPLOADING = ("the file is not complete yet (it may still be uploading); it waits in the "
-                   "inbox and is tried again")
+_ZEROS_LOOKED_AT = 64
+STILL_UPLOADING = "it looks unfinished (it may still be uploading), so it is looked at again later"
 
 
 class _Unwritable(Exception):
@@ -191,7 +192,7 @@ class Pipeline:
         except (ClaimLost, _Unwritable):
             raise
         except RejectedImage as exc:
-            if exc.kind in MAY_BE_UPLOADING and self._may_still_be_uploading(job):
+            if _may_be_unfinished(exc.kind, job.claimed) and self._may_still_be_uploading(job):
                 job.hold = self.incomplete_hold
                 self._release(job, claims, STILL_UPLOADING)
                 return
@@ -269,6 +270,9 @@ class Pipeline:
         state, now = (st.st_size, st.st_mtime_ns), time.monotonic()
         with self._incomplete_lock:
             seen = self._incomplete.get(job.rel)
+            # said once per file: the checks that follow are quiet (the log says when it is done
+            # or rejected)
+            job.quiet = seen is not None
             if seen is None or seen[0] != state:
                 self._incomplete[job.rel] = (state, now)
                 self._incomplete.move_to_end(job.rel)
@@ -306,6 +310,20 @@ class Pipeline:
                                         detail=detail, advice=ADVICE.get(kind, ""), fence=fence)
         job.reason, job.kind = reason, kind
         job.status = status
+
+
+def _may_be_unfinished(kind: str, path: Path) -> bool:
+    """Could this rejection be an upload that has not finished? (see MAY_BE_UPLOADING)"""
+    if kind in MAY_BE_UPLOADING:
+        return True
+    if kind != "not_a_photo":
+        return False
+    try:
+        with open(path, "rb", buffering=0) as fh:  # the claimed file: a regular file by now
+            start = fh.read(_ZEROS_LOOKED_AT)
+    except OSError:
+        return False
+    return start.count(0) == len(start)  # reserved zeros, the real start still to come
 
 
 def working_target(specs: tuple[OutputSpec, ...]) -> tuple[int, int]:

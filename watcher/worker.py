@@ -166,7 +166,8 @@ class WorkerPool:
         if status is JobStatus.DONE:
             log.info("done {} in {:.0f} ms ({}) via {}", job.rel, total_ms, stages, job.backend)
         elif status is JobStatus.RELEASED:
-            log.warning("{} waits in the inbox: {}", job.rel, job.reason)
+            log.log("DEBUG" if job.quiet else "WARNING", "{} waits in the inbox: {}", job.rel,
+                    job.reason)
         elif status is JobStatus.LOST:
             log.warning("{} dropped: {} (another daemon took it back while this one was "
                         "stalled for longer than CLAIM_LEASE_SECONDS)", job.rel, job.reason)

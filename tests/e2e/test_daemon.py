@@ -132,7 +132,7 @@ def test_an_upload_that_pauses_longer_than_the_settle_time_is_finished_not_rejec
         fh.write(data[len(data) // 2:])
     daemon.wait_idle(1, timeout=60)
     log = daemon.log()
-    assert "not complete yet" in log  # it did find the half file, and let it wait
+    assert "looks unfinished" in log  # it did find the half file, and let it wait
     assert _done_lines(log, "parada.jpg") == 1, log[-2000:]
     assert not visible_files(daemon.failed)
     assert (daemon.processed / "parada.jpg").read_bytes() == data
