@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from watcher.claim import fsync_dir, move_no_clobber
+from watcher.masking import mask_text
 
 TEMP_SUFFIX = ".tmp"
 NOTE_SUFFIX = ".erro.txt"
@@ -86,7 +87,10 @@ def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) ->
 
 def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, kind: str,
            stage: str, error: str, detail: str, advice: str = "") -> Path:
-    """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it."""
+    """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it.
+
+    The shops read the note: ``error`` and ``detail``, texts of exceptions, are masked
+    (``masking.mask_text``), since they may quote a URL with a password or token in it."""
     _make_dirs(failed_root, rel.parent)
     where = move_no_clobber(claimed, _inside(failed_root, rel))
     when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
@@ -94,8 +98,8 @@ def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str,
             + (f"{advice}\n" if advice else "")
             + f"\nfile: {rel}\n"
             f"stage: {stage}\n"
-            f"error: {error}\n"
-            f"detail: {detail}\n"
+            f"error: {mask_text(error)}\n"
+            f"detail: {mask_text(detail)}\n"
             f"time: {when}\n"
             f"kind: {kind}\n")
     note = where.name + NOTE_SUFFIX
