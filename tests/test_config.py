@@ -317,6 +317,23 @@ def test_the_token_is_masked(base: Path) -> None:
     assert TOKEN not in repr(settings.masked())
 
 
+def test_a_url_setting_is_shown_without_its_secrets_and_names_them(base: Path) -> None:
+    url = "https://:Tk0-url-secret@h.example/?lang=pt&access_token=Qs0-query"
+    settings = load(base, GRADIO_API_URL=url, GRADIO_TOKEN=TOKEN)
+
+    assert settings.gradio_api_url == url  # the client gets it whole
+    shown = settings.masked()["GRADIO_API_URL"]
+    assert shown == "https://****@h.example/?lang=pt&access_token=****"
+    assert set(settings.secret_values()) >= {TOKEN, "Tk0-url-secret", "Qs0-query"}
+    described = "\n".join(settings.describe())
+    assert "Tk0-url-secret" not in described and "Qs0-query" not in described
+
+
+def test_a_refused_value_is_named_without_its_secrets(base: Path) -> None:
+    error = refused(base, "HTTP_PORT", HTTP_PORT="http://user:Pw0rd-x@h.example/")
+    assert "Pw0rd-x" not in str(error) and "h.example" in str(error)
+
+
 def test_masked_values_are_printable(base: Path) -> None:
     shown = load(base, OUTPUT_SIZE="1200x900", CACHE_ENABLED="no").masked()
 

@@ -95,6 +95,24 @@ def test_a_missing_endpoint_is_named(make_settings: Callable[..., config.Setting
     assert "GRADIO_API_NAME" in finding.action
 
 
+@pytest.mark.parametrize("form", ["http://user:Pw0rd-d@{host}/", "http://{host}/?token=Tk0-d"])
+def test_a_url_with_a_password_or_token_is_checked_where_the_app_is_and_never_shown(
+        make_settings: Callable[..., config.Settings], gradio_like: str, form: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a proxy is for the outside world: a password before the host must not hide that the app
+    # is on this machine, and /config is looked up under the path, before the query
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make_settings(GRADIO_API_URL=form.format(host=gradio_like.split("//")[1]
+                                                        .rstrip("/")))
+
+    (finding,) = _by_topic(diagnose.run(settings, timeout=2), "remote")
+
+    assert finding.level == OK, finding
+    assert "Pw0rd-d" not in finding.line() and "Tk0-d" not in finding.line()
+
+
 def test_inotify_limits(make_settings: Callable[..., config.Settings], tmp_path: Path) -> None:
     settings = make_settings(WATCH_MODE="native")
     for n in range(5):

@@ -102,7 +102,7 @@ def test_secrets_are_masked_in_messages_fields_and_tracebacks(tmp_path: Path) ->
     text = (tmp_path / "app.log").read_text()
     assert secret not in text and TOKEN not in text and "pa55word" not in text
     first, second, third = _read_json_lines(tmp_path)
-    assert first["message"] == "token **** and url https://bob:****@example.test/x"
+    assert first["message"] == "token **** and url https://****@example.test/x"
     assert second["detail"] == {"header": "Authorization: Bearer ****"}
     assert "RuntimeError: rejected token=****" in third["exception"]
 
@@ -111,6 +111,21 @@ def test_ordinary_words_are_not_masked() -> None:
     redact = log_setup.Redactor(["abcd1234"])
     text = "token verification passed; password reset page; bearer of news"
     assert redact.text(text) == text
+
+
+def test_the_console_masks_tracebacks_too(capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "s3cret-value-42"
+    log_setup.setup("info", secrets=[secret])
+
+    try:
+        raise RuntimeError(f"{secret} from http://:Tk7x9q2w@example.test/png?sig=Zz81ab")
+    except RuntimeError:
+        logger.exception("remote failed")
+
+    err = capsys.readouterr().err
+    assert "remote failed" in err and "RuntimeError: **** from http://****@example.test" in err
+    assert "Traceback (most recent call last)" in err
+    assert secret not in err and "Tk7x9q2w" not in err and "Zz81ab" not in err
 
 
 def _run_with_stderr(code: str, stderr: int) -> None:

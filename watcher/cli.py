@@ -146,7 +146,7 @@ def _operations(settings: config.Settings, app: App) -> http.Server | None:
     from watcher.health import Health
     from watcher.systemd import Notifier
 
-    health = Health(app, secrets=[settings.gradio_token])
+    health = Health(app)
     health.attach()
     Notifier(health.live).attach(app)
     return http.serve(settings, health, app.metrics)
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         _tune_malloc_for_the_daemon()  # before the log writer's thread starts
     log_setup.setup(settings.log_level if not quiet else "WARNING",
                     settings.log_path if args.command == "run" else None,
-                    secrets=[settings.gradio_token])
+                    secrets=settings.secret_values())
     if args.command != "diagnose":  # diagnose lists them among its findings
         for name in config.unknown_env():
             logger.warning("{} is set but is no setting, so it is ignored; check its spelling "

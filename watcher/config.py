@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from watcher import outputs as output_plan
 from watcher.errors import ConfigError
+from watcher.masking import mask_secret, mask_text, url_secrets
 from watcher.outputs import Plan
 
 ENV_PREFIX = "THUMBGEN_"
@@ -388,6 +389,18 @@ class Settings:
             out[opt.key] = mask_secret(value) if opt.secret else _show(value)
         return out
 
+    def secret_values(self) -> list[str]:
+        """Every secret value in force: the secret settings' and the secret parts of any URL in
+        a setting. Logs, ``/health`` and error texts mask each wherever it appears."""
+        found: list[str] = []
+        for opt in OPTIONS:
+            value = self.value(opt.key)
+            if opt.secret and value:
+                found.append(str(value))
+            elif isinstance(value, str):
+                found += url_secrets(value)
+        return found
+
     def describe(self) -> list[str]:
         """One line per key: its value in force (secrets masked) and where it came from. What
         ``thumbgen config`` prints and the ``config`` backup records."""
@@ -399,16 +412,6 @@ class Settings:
                 for key, value in self.masked().items()]
 
 
-def mask_secret(value: object) -> str:
-    text = str(value)
-    if not text:
-        return ""
-    return "****" if len(text) <= 8 else f"{text[:2]}****{text[-2:]}"
-
-
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
-
-
 def _show(value: object) -> str:
     if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
         return "x".join(str(v) for v in value)
@@ -416,7 +419,7 @@ def _show(value: object) -> str:
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return _URL_PASSWORD.sub(r"\1****@", str(value))  # a password in a URL
+    return mask_text(str(value))  # a URL's userinfo and token parameters
 
 
 # TOML tables that are not groups of flat keys: [outputs.NAME] and [folders."NAME"]
@@ -488,7 +491,8 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
             raw, source = file_values[opt.key], f"file {path}"
         else:
             raw, source = (opt.default() if callable(opt.default) else opt.default), "default"
-        shown = mask_secret(raw) if opt.secret else raw
+        shown = (mask_secret(raw) if opt.secret
+                 else mask_text(raw) if isinstance(raw, str) else raw)
         try:
             value = opt.parse(raw)
         except ValueError as exc:

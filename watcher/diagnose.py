@@ -4,6 +4,7 @@ Each finding is one line, ``OK``, ``WARN`` or ``FAIL``, and every WARN or FAIL s
 It checks the configuration, the folders and their permissions (by writing, since permission
 bits do not stop root), free disk, the inotify limits, whether the remote remover answers, and
 whether the local model is in place. It changes nothing but a probe file it removes at once.
+Every finding is masked (``masking.mask_text``): a password or token in a setting never shows.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import httpx
 from watcher import config, models
 from watcher.config import Settings
 from watcher.health import DiskThresholds, probe_write
+from watcher.masking import mask_text
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 INOTIFY = Path("/proc/sys/fs/inotify")
@@ -41,9 +44,12 @@ class Finding:
 
 
 def run(settings: Settings, timeout: float = 5.0) -> list[Finding]:
-    """Every finding, in the order an operator fixes things."""
-    return [*check_config(settings), *check_folders(settings), *check_disk(settings),
-            *check_inotify(settings), *check_remote(settings, timeout), *check_model(settings)]
+    """Every finding, in the order an operator fixes things, with its secrets masked."""
+    secrets = settings.secret_values()
+    return [replace(f, text=mask_text(f.text, secrets), action=mask_text(f.action, secrets))
+            for f in (*check_config(settings), *check_folders(settings), *check_disk(settings),
+                      *check_inotify(settings), *check_remote(settings, timeout),
+                      *check_model(settings))]
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -233,7 +239,7 @@ def check_remote(s: Settings, timeout: float = 5.0) -> Iterator[Finding]:
                    else "the local model stands in")
     started = time.monotonic()
     try:
-        status, body = _get(url.rstrip("/") + "/config", s.gradio_token, timeout)
+        status, body = _get(_config_url(url), s.gradio_token, timeout)
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         yield Finding(unreachable, "remote", f"{url} does not answer ({type(exc).__name__}: "
                       f"{exc}); {consequence}", "check the URL, the network and proxy "
@@ -244,7 +250,7 @@ def check_remote(s: Settings, timeout: float = 5.0) -> Iterator[Finding]:
         yield Finding(unreachable, "remote", f"{url} refuses us (HTTP {status})",
                       "set GRADIO_TOKEN to a token with access to the app")
     elif status >= 400:
-        yield Finding(unreachable, "remote", f"{url}/config answered HTTP {status}; "
+        yield Finding(unreachable, "remote", f"{_config_url(url)} answered HTTP {status}; "
                       f"{consequence}", "check that GRADIO_API_URL points at a Gradio app")
     else:
         yield _endpoint_finding(url, s.gradio_api_name, body, ms)
@@ -268,9 +274,17 @@ def _endpoint_finding(url: str, api_name: str, body: bytes, ms: float) -> Findin
                    f"endpoint /{wanted})")
 
 
+def _config_url(url: str) -> str:
+    """Where a Gradio app describes itself: ``/config`` under its path, the query kept (a token
+    in it may be what lets us in)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(path=parts.path.rstrip("/") + "/config").geturl()
+
+
 def _get(url: str, token: str, timeout: float) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    local = url.split("//", 1)[-1].startswith(("127.0.0.1", "localhost", "[::1]"))
+    # by host name, so that a password before the host does not hide that it is this machine
+    local = urllib.parse.urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
     with httpx.Client(timeout=timeout, trust_env=not local, follow_redirects=True) as client:
         answer = client.get(url, headers=headers)
         return answer.status_code, answer.content

@@ -153,7 +153,8 @@ class Health:
         self.app = app
         self.stall_after = stall_after if stall_after is not None else stall_seconds(s)
         self.disk = disk or DiskThresholds()
-        self.redact = Redactor(secrets)
+        # the settings' own secrets (token, a URL's password or token) and any given
+        self.redact = Redactor([*s.secret_values(), *secrets])
         self.last_tick = time.monotonic()
         self._workers: int | None = None
         self._process = psutil.Process()

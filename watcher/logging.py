@@ -12,8 +12,8 @@ routed into it. Three sinks:
   journal field (``FILE``, ``STAGE``, ``OUTCOME``, ``DURATION_MS``…), so
   ``journalctl -u thumbgen OUTCOME=rejected`` works.
 
-Secrets never reach a sink: configured secret values, URL passwords and bearer tokens are masked
-in the message, the bound fields and tracebacks.
+Secrets never reach a sink: the message, the bound fields and tracebacks go through
+``masking.mask_text`` with the configured secret values (see ``watcher/masking.py``).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from typing import Any, TextIO
 
 from loguru import logger
 
+from watcher.masking import mask_text
+
 LOG_FILE = "app.log"
 ROTATION = "50 MB"
 RETENTION = "14 days"
 COMPRESSION = "gz"
 SYSLOG_IDENTIFIER = "thumbgen"
-MASK = "****"
 
 # the file is in the message already; the JSON and journald sinks carry it as a field
 CONSOLE_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
@@ -44,30 +45,22 @@ CONSOLE_FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: 
 # loguru level → syslog priority (journald's PRIORITY field)
 _PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3,
              "CRITICAL": 2}
-# A key the JSON formatter stashes in a record; underscore keys are never written as fields.
+# Keys the formatters stash in a record; underscore keys are never written as fields.
 _JSON_KEY = "_json"
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+):[^\s/@]+@")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_KEY_VALUE = re.compile(r"(?i)\b((?:token|password|passwd|secret|api_key|apikey)=)[^\s&,;'\"]+")
-_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+_TRACEBACK_KEY = "_traceback"
 
 
 # -- secrets ---------------------------------------------------------------------------------------
 
 class Redactor:
-    """Masks secrets in text and, recursively, in bound fields."""
+    """Masks secrets (``masking.mask_text`` with the known ``secrets``) in text and,
+    recursively, in bound fields."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret that contains another is masked whole.
-        self.values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.values = tuple(secrets)
 
     def text(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, MASK)
-        text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
-        text = _BEARER.sub(rf"\1{MASK}", text)
-        text = _KEY_VALUE.sub(rf"\1{MASK}", text)
-        return _HF_TOKEN.sub(MASK, text)
+        return mask_text(text, self.values)
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -128,6 +121,18 @@ def _json_formatter(redact: Redactor) -> Callable[[dict[str, Any]], str]:
     def format_record(record: dict[str, Any]) -> str:
         record["extra"][_JSON_KEY] = json_line(record, redact)
         return "{extra[" + _JSON_KEY + "]}\n"
+    return format_record
+
+
+def _console_formatter(redact: Redactor) -> Callable[[dict[str, Any]], str]:
+    # A format function, not a string: loguru then appends no traceback of its own (its own
+    # would go out unmasked); the one appended here has been through the redactor.
+    def format_record(record: dict[str, Any]) -> str:
+        exception = _exception_text(record, redact)
+        if not exception:
+            return CONSOLE_FORMAT + "\n"
+        record["extra"][_TRACEBACK_KEY] = exception
+        return CONSOLE_FORMAT + "\n{extra[" + _TRACEBACK_KEY + "]}\n"
     return format_record
 
 
@@ -237,8 +242,8 @@ def setup(level: str = "INFO", log_dir: Path | None = None, secrets: Iterable[st
     elif json_console:
         logger.add(sys.stderr, level=level, format=_json_formatter(redact))
     else:
-        logger.add(sys.stderr, level=level, format=CONSOLE_FORMAT, colorize=sys.stderr.isatty(),
-                   backtrace=False, diagnose=False)
+        logger.add(sys.stderr, level=level, format=_console_formatter(redact),
+                   colorize=sys.stderr.isatty(), backtrace=False, diagnose=False)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         # enqueue: a slow disk delays the writer thread, never a worker

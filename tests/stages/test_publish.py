@@ -258,6 +258,15 @@ def test_a_second_reject_of_the_same_name_keeps_both_and_both_notes(tmp_path: Pa
     assert "detail: two" in (tmp_path / "_falhas" / "a (2).jpg.erro.txt").read_text()
 
 
+def test_the_note_shows_no_password_or_token_of_a_url_in_the_detail(tmp_path: Path) -> None:
+    where = _reject(tmp_path, _claimed(tmp_path, "token=x.jpg", PHOTO), "token=x.jpg",
+                    detail="http://user:p@Pw0rd-n@h.example/png?sig=Sg0-n refused it 1 times")
+
+    note = (where.parent / "token=x.jpg.erro.txt").read_text()
+    assert "detail: http://****@h.example/png?sig=**** refused it 1 times" in note
+    assert "file: token=x.jpg" in note  # the shop's own file name is shown as it is
+
+
 def test_reject_of_a_fifo_moves_it_without_opening_it(tmp_path: Path) -> None:
     claim = tmp_path / "claimed" / "x.jpg"
     claim.parent.mkdir()

@@ -368,6 +368,23 @@ def test_state_has_the_documented_shape(down_url: str, make_remover: MakeRemover
     }
 
 
+def test_the_url_in_what_the_remote_says_shows_no_password_or_token(
+        make_remover: MakeRemover) -> None:
+    port = free_port()
+    remover = make_remover(f"http://:Pw0rd-g@127.0.0.1:{port}/?lang=pt&token=Tk0-g", attempts=1)
+
+    with pytest.raises(RemovalUnavailable) as caught:
+        remover.mask(product())
+
+    state = remover.state()
+    # the API name goes into the path, before the query
+    assert state["endpoint"] == f"http://****@127.0.0.1:{port}/png?lang=pt&token=****"
+    assert f"cannot reach http://****@127.0.0.1:{port}/?lang=pt&token=****: " in str(
+        state["last_error"])
+    for text in (str(caught.value), str(state)):
+        assert "Pw0rd-g" not in text and "Tk0-g" not in text
+
+
 def test_build_follows_the_settings(tmp_path: Path) -> None:
     (tmp_path / "empty.toml").touch()
     settings = config.load(env={

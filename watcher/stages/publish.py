@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from watcher.claim import fsync_dir, move_no_clobber
 from watcher.errors import ClaimLost
+from watcher.masking import mask_text
 
 # Asked right before a result becomes visible: does this daemon still own the input?
 Fence = Callable[[], bool]
@@ -139,7 +140,10 @@ def archive_original(claimed: Path, processed_root: Path, rel: PurePosixPath) ->
 def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str, kind: str,
            stage: str, error: str, detail: str, advice: str = "",
            fence: Fence | None = None) -> Path:
-    """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it."""
+    """Move the input, byte-for-byte, to ``_falhas/<rel>``; write ``<name>.erro.txt`` beside it.
+
+    The shops read the note: ``error`` and ``detail``, texts of exceptions, are masked
+    (``masking.mask_text``), since they may quote a URL with a password or token in it."""
     _make_dirs(failed_root, rel.parent)
     if fence is not None and not fence():
         raise ClaimLost(f"{rel} was not rejected: this daemon no longer owns it")
@@ -149,8 +153,8 @@ def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str,
             + (f"{advice}\n" if advice else "")
             + f"\nfile: {rel}\n"
             f"stage: {stage}\n"
-            f"error: {error}\n"
-            f"detail: {detail}\n"
+            f"error: {mask_text(error)}\n"
+            f"detail: {mask_text(detail)}\n"
             f"time: {when}\n"
             f"kind: {kind}\n")
     note = where.name + NOTE_SUFFIX

@@ -36,6 +36,7 @@ from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from watcher.config import Settings  # noqa: E402
+from watcher.masking import mask_url  # noqa: E402
 from watcher.metrics import Metrics  # noqa: E402
 from watcher.stages.removal.breaker import CircuitBreaker  # noqa: E402
 from watcher.stages.removal.cache import MaskCache  # noqa: E402
@@ -73,7 +74,8 @@ class GradioBackend:
                  temp_dir: Path | None = None, max_workers: int = 40) -> None:
         self.src = src
         self.api_name = api_name if api_name.startswith("/") else f"/{api_name}"
-        self.endpoint = f"{src.rstrip('/')}{self.api_name}"
+        self.shown = mask_url(src)  # src in every text: a password or token in it never shows
+        self.endpoint = _endpoint(self.shown, self.api_name)
         self.timeout = timeout
         self.temp_dir = Path(temp_dir) if temp_dir else Path(tempfile.gettempdir())
         self._token = token
@@ -172,9 +174,9 @@ class GradioBackend:
                                                        connect=_CONNECT_SECONDS)},
             )
         except httpx.HTTPError as exc:
-            raise TransientError("unreachable", f"cannot reach {self.src}: {exc!r}") from exc
+            raise TransientError("unreachable", f"cannot reach {self.shown}: {exc!r}") from exc
         except Exception as exc:  # a Space that is building, paused, private or unknown
-            raise TransientError("unreachable", f"cannot load {self.src}: {exc}") from exc
+            raise TransientError("unreachable", f"cannot load {self.shown}: {exc}") from exc
 
     def _get_http(self) -> httpx.Client:
         with self._lock:
@@ -259,6 +261,13 @@ def _file_url(client: Client, result: Any) -> str:
     if path:  # a file on the server: served under the API prefix
         return urllib.parse.urljoin(client.src_prefixed, f"file={path}")
     raise RemoteError("bad_result", f"the result names no file: {result!r}")
+
+
+def _endpoint(src: str, api_name: str) -> str:
+    """``src`` with the API name at the end of its path, before any query:
+    ``http://h/?k=v`` → ``http://h/png?k=v``."""
+    cut = min((i for i in map(src.find, "?#") if i >= 0), default=len(src))
+    return f"{src[:cut].rstrip('/')}{api_name}{src[cut:]}"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

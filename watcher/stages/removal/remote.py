@@ -11,16 +11,21 @@ from typing import Protocol
 
 from PIL import Image
 
+from watcher.masking import mask_text
+
 
 class RemoteError(Exception):
     """One attempt failed. ``kind`` labels the metric; ``retryable`` says if trying again soon
-    can help (a timeout, a dropped connection, a full queue) or not (bad token, bad answer)."""
+    can help (a timeout, a dropped connection, a full queue) or not (bad token, bad answer).
+
+    The message is masked (``masking.mask_text``): it is shown in the log, in ``/health`` and
+    in the note beside a refused photo, and the client's own texts often hold the whole URL."""
 
     retryable = False
 
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
-        super().__init__(message)
+        super().__init__(mask_text(message))
 
 
 class TransientError(RemoteError):
@@ -42,8 +47,9 @@ class RemoteBackend(Protocol):
     - ``cutout(image)`` takes an ``RGB`` image and returns an ``L`` mask of ``image.size``, or
       raises ``TransientError``, ``RefusedInput`` or another ``RemoteError``. It makes one
       attempt, never retries, and is safe to call from several threads at once.
-    - ``endpoint`` names what answers (URL or Space, and API name): it is part of cache keys, so
-      a change of service never serves another service's cut-outs.
+    - ``endpoint`` names what answers (URL or Space, and API name), with no secret in it
+      (``masking.mask_url``): it is shown in logs, ``/health`` and notes, and it is part of
+      cache keys, so a change of service never serves another service's cut-outs.
     """
 
     name: str
