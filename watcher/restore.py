@@ -270,7 +270,9 @@ def restore_archive(archive: Path, target: Path, *, force: bool = False,
                 path = PurePosixPath(member.name)
                 if member.issym() or member.islnk():
                     links.add(path)
-                through = next((p for p in links if p in path.parents), None)
+                # a member's own parents looked up in the set, outermost first: a few lookups per
+                # member, not one test per link seen so far (quadratic: 72 s for 4 000 + 4 000)
+                through = next((p for p in reversed(path.parents) if p in links), None)
                 if through is not None:
                     report.refuse(member.name, f"inside link member {str(through)!r}")
                     continue
