@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -82,6 +83,34 @@ def test_hostile_members_write_nothing_outside_the_target(tmp_path: Path, places
     assert "link" in refused["link"] and "link" in refused["hard"]
     assert "inside link member 'link'" in refused["link/through.txt"]
     assert "special" in refused["dev"] and "special" in refused["fifo"]
+
+
+def _calls_to_restore(tmp_path: Path, n: int) -> int:
+    """Python and C function calls made while restoring ``n`` link members, then ``n`` files."""
+    members = [_special(f"links/l{i}", tarfile.SYMTYPE, "/etc") for i in range(n)]
+    members += [_file(f"files/f{i}") for i in range(n)]
+    archive = craft(tmp_path / f"{n}.tar.gz", members)
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        report = restore.restore_archive(archive, tmp_path / f"target-{n}")
+    finally:
+        sys.setprofile(None)
+    assert len(report.restored) == len(report.refused) == n
+    return calls
+
+
+def test_the_link_check_grows_linearly_with_the_members(tmp_path: Path) -> None:
+    """Work is counted in calls, not timed: twice the members, about twice the calls. Testing
+    each member against every link seen before made 3.8 times the calls (18.8 s for 2 000 links
+    and 2 000 files in the trial, 72 s for 4 000 + 4 000)."""
+    small, large = _calls_to_restore(tmp_path, 100), _calls_to_restore(tmp_path, 200)
+    assert large < 2.5 * small, f"{small} calls for 100 + 100 members, {large} for 200 + 200"
 
 
 def test_links_already_in_the_target_are_not_followed(tmp_path: Path, places) -> None:

@@ -4,12 +4,18 @@
 - ``failed``: a file in ``_falhas/`` with its ``.erro.txt``, longer than FAILED_RETENTION_DAYS;
 - ``cache``: entries in ``.thumbgen/cache/`` whose mtime + CACHE_TTL has passed (the cache's
   own rule, ``stages/removal/cache.py``); everything in there is disposable;
-- ``temp``: thumbgen's own temp files (hidden, ``.tmp``) older than an hour, in ``.thumbgen/``
-  (claims excluded), ``OUTPUT_PATH`` and ``BACKUP_PATH``: what a killed writer left behind.
+- ``temp``: what a killed writer left behind, older than an hour (by mtime: a writer keeps it
+  fresh). In thumbgen's own folders, ``.thumbgen/`` (claims excluded), ``OUTPUT_PATH`` and
+  ``BACKUP_PATH``, any hidden ``.tmp`` file. Elsewhere only the exact names thumbgen's writers
+  give: in ``_falhas/``, a note's (``.<name>.erro.txt.erro.<8 hex>.tmp``, ``publish.write_atomic``
+  with tag ``erro``); in the folders ``thumbgen restore`` writes to without ``--to`` (each backup
+  component's: the inbox tree, backgrounds, thumbnails, ``BASE_PATH/config``, logs), a restore's
+  (``.thumbgen-restore.<12 hex>.tmp``). A restore ``--to`` another folder is not known here: a
+  killed one leaves its temp for whoever owns that folder.
 
 "In there longer than" uses the later of mtime and ctime: a rename into ``_processados/`` sets
-ctime, while mtime may be years old (a photo copied with its date kept). The inbox itself, claims
-and published thumbnails are never candidates. ``plan()`` is the dry run; ``run()`` removes
+ctime, while mtime may be years old (a photo copied with its date kept). The inbox's photos,
+claims and published thumbnails are never candidates. ``plan()`` is the dry run; ``run()`` removes
 exactly what ``plan()`` lists, re-checking each file just before removing it. Folders are left
 in place, even when emptied: the pipeline may be creating a file in one at that very moment.
 """
@@ -17,6 +23,7 @@ in place, even when emptied: the pipeline may be creating a file in one at that 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 import time
@@ -26,6 +33,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from watcher import backup, restore
 from watcher.backup import is_own_temp
 from watcher.config import Settings
 from watcher.metrics import Metrics
@@ -36,6 +44,10 @@ ERROR_SUFFIX = ".erro.txt"
 CACHE_FOLDER = "cache"
 CLAIMS_FOLDER = "claimed"
 KINDS = ("processed", "failed", "cache", "temp")
+# ``publish.write_atomic``'s temp name for a note (tag ``erro``): ``.<note>.erro.<8 hex>.tmp``,
+# the note's own name (``<photo>.erro.txt``) cut to 100 bytes when it is longer
+_NOTE_TEMP = re.compile(r"\.(?P<note>.+)\.erro\.[0-9a-f]{8}\.tmp", re.DOTALL)
+_NOTE_CUT = 100
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,10 @@ class Removal:
     age: float  # seconds, by the rule of its kind
 
 
-def _files(root: Path, skip: tuple[Path, ...] = ()) -> Iterator[tuple[Path, os.stat_result]]:
-    """Regular files under ``root``, never through a link, never into ``skip``."""
+def _files(root: Path, skip: tuple[Path, ...] = (),
+           wanted: Callable[[str], bool] | None = None) -> Iterator[tuple[Path, os.stat_result]]:
+    """Regular files under ``root`` (only the ``wanted`` names), never through a link, never
+    into ``skip``."""
     if root.is_symlink() or not root.is_dir():
         if root.is_symlink():
             logger.warning("cleanup skips {}: it is a symbolic link", root)
@@ -55,6 +69,8 @@ def _files(root: Path, skip: tuple[Path, ...] = ()) -> Iterator[tuple[Path, os.s
         folder = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if folder / d not in skip)
         for name in sorted(filenames):
+            if wanted is not None and not wanted(name):
+                continue
             path = folder / name
             try:
                 st = path.lstat()
@@ -79,9 +95,28 @@ def _age(kind: str, st: os.stat_result, now: float) -> float:
     return now - (st.st_mtime if kind in ("cache", "temp") else _arrived(st))
 
 
+# A killed writer's leftover among users' files is ``temp`` (gone after an hour), never theirs.
+def _is_note_temp(name: str) -> bool:
+    match = _NOTE_TEMP.fullmatch(name)
+    if match is None:
+        return False
+    note, size = match["note"], len(os.fsencode(match["note"]))
+    # a cut never splits a UTF-8 character, so it keeps 97 to 100 bytes (one of a name that is
+    # not UTF-8 may keep fewer: that leftover stays, the safe side)
+    return size <= _NOTE_CUT and (note.endswith(ERROR_SUFFIX) or size >= _NOTE_CUT - 3)
+
+
+def _not_restore_temp(name: str) -> bool:
+    return not restore.is_temp_name(name)
+
+
+def _not_restore_or_note_temp(name: str) -> bool:
+    return not (restore.is_temp_name(name) or _is_note_temp(name))
+
+
 def _processed(settings: Settings, now: float) -> Iterator[Removal]:
     limit = _kept_for(settings, "processed")
-    for path, st in _files(settings.processed_path):
+    for path, st in _files(settings.processed_path, wanted=_not_restore_temp):
         if _age("processed", st, now) > limit:
             yield Removal(path, "processed", _age("processed", st, now))
 
@@ -90,7 +125,7 @@ def _failed(settings: Settings, now: float) -> Iterator[Removal]:
     """A rejected file and its ``.erro.txt`` go together, when the younger of the two expires."""
     limit = _kept_for(settings, "failed")
     groups: dict[Path, list[tuple[Path, os.stat_result]]] = {}
-    for path, st in _files(settings.failed_path):
+    for path, st in _files(settings.failed_path, wanted=_not_restore_or_note_temp):
         key = path.with_name(path.name[: -len(ERROR_SUFFIX)]) if path.name.endswith(
             ERROR_SUFFIX) else path
         groups.setdefault(key, []).append((path, st))
@@ -108,12 +143,28 @@ def _cache(settings: Settings, now: float) -> Iterator[Removal]:
             yield Removal(path, "cache", _age("cache", st, now))
 
 
-def _temp(settings: Settings, now: float) -> Iterator[Removal]:
+Sweep = tuple[Path, tuple[Path, ...], Callable[[str], bool]]
+
+
+def _sweeps(settings: Settings) -> list[Sweep]:
+    """(folder, sub-folders left out, the names that are leftovers there)."""
     claims = settings.state_path / CLAIMS_FOLDER  # users' files in processing: never ours
-    roots = dict.fromkeys((settings.state_path, settings.output_path, settings.backup_path))
-    for root in roots:
-        for path, st in _files(root, skip=(claims,)):
-            if is_own_temp(path.name) and _age("temp", st, now) > TEMP_MAX_AGE:
+    own: list[Sweep] = [(settings.state_path, (claims,), is_own_temp),
+                        (settings.output_path, (), is_own_temp),
+                        (settings.backup_path, (), is_own_temp),
+                        (settings.failed_path, (), _is_note_temp)]
+    # where ``thumbgen restore`` writes without --to; never into .thumbgen/ or BACKUP_PATH
+    restored: list[Sweep] = [(comp.root, comp.exclude, restore.is_temp_name)
+                             for comp in backup.components(settings).values()]
+    return own + restored
+
+
+def _temp(settings: Settings, now: float) -> Iterator[Removal]:
+    seen: set[Path] = set()  # the folders nest (the inbox holds _falhas/): each file once
+    for root, skip, wanted in _sweeps(settings):
+        for path, st in _files(root, skip, wanted):
+            if path not in seen and _age("temp", st, now) > TEMP_MAX_AGE:
+                seen.add(path)
                 yield Removal(path, "temp", _age("temp", st, now))
 
 

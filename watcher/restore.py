@@ -6,6 +6,10 @@ content) and the standard library's tar ``data`` filter. Files are then written 
 file descriptors opened with ``O_NOFOLLOW``, so a link planted in the target cannot redirect a
 write; each file goes to a hidden temp name, is fsynced and renamed. An existing file is never
 replaced without ``force`` (one with the same content counts as already restored).
+
+The temp name is ``.thumbgen-restore.<12 hex>.tmp`` (``is_temp_name``). A file keeps a fresh
+mtime until it has its real name, and only then gets the archived one, so a temp that looks
+older than an hour is one a killed restore left: ``thumbgen cleanup`` removes it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import tarfile
@@ -30,6 +35,8 @@ from watcher.config import Settings
 from watcher.stages.publish import TEMP_SUFFIX
 
 Entries = dict[str, dict[str, Any]]
+TEMP_PREFIX = ".thumbgen-restore."
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{12}" + re.escape(TEMP_SUFFIX))
 
 
 def read_manifest(archive: Path) -> tuple[dict[str, Any], Entries]:
@@ -121,6 +128,11 @@ def _member_sha256(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
 
 # -- restore -------------------------------------------------------------------------------------
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one restore gives a member while writing it, and nothing else."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
 @dataclass
 class RestoreReport:
     restored: list[str] = field(default_factory=list)
@@ -208,7 +220,7 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, folder_fd: int, n
                 os.close(fd)
         if not force:
             raise _Refused("a different file exists there (use --force to replace it)")
-    temp = f".thumbgen-restore.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                  dir_fd=folder_fd)
     try:
@@ -217,16 +229,18 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, folder_fd: int, n
             assert source is not None
             digest = _copy(source, fd)
             os.fchmod(fd, member.mode & 0o777 if member.mode is not None else 0o644)
+            if expected is not None and digest != expected:
+                raise _Refused("content differs from the manifest")
+            if force:
+                # replaces a file, or a link itself: rename never writes through a link
+                os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+            else:
+                _link_no_clobber(temp, name, folder_fd)
+            # the archived mtime only once the file has its name: cleanup takes an old-looking
+            # temp for a killed restore's (the temp it may still see now is a second link)
             os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)
-        if expected is not None and digest != expected:
-            raise _Refused("content differs from the manifest")
-        if force:
-            # replaces a file, or a link itself: rename never writes through a link
-            os.replace(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-        else:
-            _link_no_clobber(temp, name, folder_fd)
     except FileExistsError:
         raise _Refused("a file appeared there while restoring") from None
     finally:
@@ -270,7 +284,9 @@ def restore_archive(archive: Path, target: Path, *, force: bool = False,
                 path = PurePosixPath(member.name)
                 if member.issym() or member.islnk():
                     links.add(path)
-                through = next((p for p in links if p in path.parents), None)
+                # a member's own parents looked up in the set, outermost first: a few lookups per
+                # member, not one test per link seen so far (quadratic: 72 s for 4 000 + 4 000)
+                through = next((p for p in reversed(path.parents) if p in links), None)
                 if through is not None:
                     report.refuse(member.name, f"inside link member {str(through)!r}")
                     continue
@@ -362,5 +378,5 @@ def restore_set(settings: Settings, set_id: str, names: list[str], *, to: Path |
     return resolved, reports
 
 
-__all__ = ["RestoreReport", "file_sha256", "read_manifest", "restore_archive",
+__all__ = ["RestoreReport", "file_sha256", "is_temp_name", "read_manifest", "restore_archive",
            "restore_component", "restore_set", "verify_archive", "verify_set"]
