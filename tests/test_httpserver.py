@@ -173,3 +173,28 @@ def test_shutdown_closes_the_connections_still_sending_headers(
     server.server_close()
     thread.join(1)
     assert not thread.is_alive()
+
+
+def test_a_flood_past_the_connection_cap_never_stops_the_server(
+        serve: Callable[..., BoundedHTTPServer]) -> None:
+    """Connections dropped at the cap while their own bytes are in the same wake-up of the
+    selector (a new-user trial: 600 slow clients killed the server's thread for good)."""
+    server = serve(max_pending=4)
+    flood: list[socket.socket] = []
+    try:
+        for _round in range(10):
+            for _ in range(30):  # each sends a byte at once: readable when the next is accepted
+                sock = _connect(server)
+                sock.sendall(b"G")
+                flood.append(sock)
+            for sock in flood[-30:]:
+                try:
+                    sock.sendall(b"E")
+                except OSError:
+                    pass  # dropped already: that is the point
+        with _connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert _answer(sock).endswith(b"\r\n\r\nok\n"), "the server stopped serving"
+    finally:
+        for sock in flood:
+            sock.close()

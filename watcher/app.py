@@ -160,6 +160,7 @@ class App:
             for rel in self.settler.ready(free, self.work.busy):
                 self.work.put(rel)
         self.metrics.queue_depth.set(self.queue_depth())
+        self.metrics.setup_faults.set(len(self.pipeline.faults.active()))
 
     def queue_depth(self) -> int:
         return len(self.settler) + self.work.qsize()

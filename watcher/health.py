@@ -299,7 +299,7 @@ class Health:
             "faults": [{"cause": fault.key, "problem": fault.problem, "fix": fault.fix,
                         "since": datetime.fromtimestamp(fault.since, timezone.utc)
                         .isoformat(timespec="seconds")} for fault in faults],
-            "ready": app.ready.is_set(),
+            "ready": app.ready.is_set() and not faults,
             "stopping": app.flags.stop.is_set(),
             "watcher_alive": p.watcher_alive,
             "watch_mode": app.watch.active_mode,

@@ -36,6 +36,13 @@ class Metrics:
                                 "Files that ended in _falhas/, by reason: the kind of rejection "
                                 "(the `kind:` line of the .erro.txt), or unexpected.",
                                 ["reason"], registry=r)
+        self.claims_lost = Counter("thumbgen_claims_lost",
+                                   "Results dropped because another daemon took the file back "
+                                   "while this one was stalled past CLAIM_LEASE_SECONDS.",
+                                   registry=r)
+        self.setup_faults = Gauge("thumbgen_setup_faults",
+                                  "Faults of the daemon's own setup in force (model, folders): "
+                                  "while above 0, photos wait in the inbox.", registry=r)
         self.stage_seconds = Histogram("thumbgen_stage_seconds", "Time spent in each stage.",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=r)
         self.removal_requests = Counter("thumbgen_removal_requests",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -163,7 +164,9 @@ class Pipeline:
         except ClaimLost as exc:
             # another daemon took the file back while we were stalled past the lease: whatever
             # we made is dropped; the file is that daemon's now
-            job.status, job.reason = JobStatus.LOST, f"lost its claim: {exc}"
+            job.status, job.reason = JobStatus.LOST, (
+                "this daemon lost its claim: another daemon took the file back while this one "
+                f"was stalled for longer than CLAIM_LEASE_SECONDS; {exc}")
         except _Unwritable as exc:
             self.faults.folder(exc.folder, exc.error, exc.role)
             self._release(job, claims, f"the {exc.role} folder cannot be written")
@@ -238,8 +241,9 @@ class Pipeline:
                 return str(still)
             return None
 
-        self.faults.report("model", str(exc), "run `thumbgen models fetch` as the daemon's "
-                           "user, or point MODEL_PATH at the model file", check)
+        self.faults.report("model", _MODEL_HINT.sub("", str(exc)),
+                           "run `thumbgen models fetch` as the daemon's user, or point "
+                           "MODEL_PATH at the model file", check)
 
     def check_setup(self) -> None:
         """At start-up: report what would fail every photo before a photo finds it."""
@@ -310,6 +314,10 @@ class Pipeline:
                                         detail=detail, advice=ADVICE.get(kind, ""), fence=fence)
         job.reason, job.kind = reason, kind
         job.status = status
+
+
+# the model's own errors end with this hint; the fault says what to do in its own words
+_MODEL_HINT = re.compile(r"[;:,]? *(it may be corrupt: )?run `thumbgen models fetch`.*$")
 
 
 def _may_be_unfinished(kind: str, path: Path) -> bool:

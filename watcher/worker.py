@@ -157,6 +157,8 @@ class WorkerPool:
             self.metrics.files.labels(status.value).inc()
         if status in (JobStatus.REJECTED, JobStatus.FAILED):
             self.metrics.failures.labels(job.kind or UNEXPECTED).inc()
+        if status is JobStatus.LOST and job.reason:  # not a race lost at the claim itself
+            self.metrics.claims_lost.inc()
         self.beat()
         total_ms = (time.monotonic() - job.started) * 1000
         stages = ", ".join(f"{k} {v * 1000:.0f}" for k, v in job.durations.items())
@@ -169,8 +171,7 @@ class WorkerPool:
             log.log("DEBUG" if job.quiet else "WARNING", "{} waits in the inbox: {}", job.rel,
                     job.reason)
         elif status is JobStatus.LOST:
-            log.warning("{} dropped: {} (another daemon took it back while this one was "
-                        "stalled for longer than CLAIM_LEASE_SECONDS)", job.rel, job.reason)
+            log.warning("{} dropped: {}", job.rel, job.reason)
         else:
             log.warning("{} {} in {:.0f} ms: {}", job.rel, status.value, total_ms, job.reason)
 

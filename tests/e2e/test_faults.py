@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +95,10 @@ def test_a_daemon_frozen_past_its_lease_drops_its_result_instead_of_overwriting(
     kept = {path.read_bytes() for path in visible_files(p.processed)}
     assert kept == {old, new}, "an original was lost or duplicated"
     assert not claimed.exists()
+    p_url = re.search(r"HTTP server on (http://\S+)", p.log())
+    assert p_url is not None
+    status, body = get(p_url.group(1) + "/metrics")
+    assert status == 200 and b"thumbgen_claims_lost_total 1.0" in body
     assert p.stop() == 0 and q.stop() == 0
 
 
@@ -122,8 +127,11 @@ def _unlock(folder: Path) -> None:
 
 
 def _waits(d: Daemon, names: list[str], seconds: float) -> None:
-    """For ``seconds`` (several settle and rescan periods), each photo stays in the inbox and
-    nothing goes to _falhas/."""
+    """Each photo is back in the inbox (one in work when the fault struck finishes its render
+    first: slow on a busy machine), then stays there for ``seconds`` (several settle and rescan
+    periods); nothing goes to _falhas/."""
+    wait_for(lambda: all((d.inbox / name).exists() for name in names), 120,
+             message="the photos back in the inbox:\n" + d.log()[-3000:])
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert visible_files(d.failed) == [], "a good photo was rejected:\n" + d.log()[-3000:]
@@ -173,6 +181,19 @@ def test_a_missing_model_makes_photos_wait_and_the_daemon_recovers_by_itself(
     assert get(url + "/readyz")[0] == 200
     assert d.log().count(ONCE) == 1, "the fault is logged once, not once per photo"
     assert "unexpected error" not in d.log()
+    assert d.stop() == 0
+
+
+def test_a_damaged_model_is_found_at_start_up_not_by_the_first_photo(
+        make_daemon: Callable[..., Daemon], tmp_path: Path, model_path: Path) -> None:
+    damaged = tmp_path / "u2netp.onnx"
+    damaged.write_bytes(model_path.read_bytes()[:100_000])
+    d = make_daemon(MODEL_PATH=str(damaged))
+    d.start()
+    d.wait_started()
+    with _not_ready_naming(base_url(d), str(damaged), "cannot be loaded",
+                           "thumbgen models fetch"):
+        pass
     assert d.stop() == 0
 
 

@@ -83,8 +83,7 @@ def write_set(root: Path, files: list[tuple[PurePosixPath, bytes]], tag: str,
         for rel, data in files:
             staged.append(_stage_file(root, rel, data, tag))
         if fence is not None and not fence():
-            raise ClaimLost(f"{files[0][0]} was not published: this daemon no longer owns "
-                            "its input")
+            raise ClaimLost("nothing was published")
     except BaseException:
         for temp, _target in staged:
             _unlink_quietly(temp)
@@ -146,7 +145,7 @@ def reject(claimed: Path, failed_root: Path, rel: PurePosixPath, *, reason: str,
     (``masking.mask_text``), since they may quote a URL with a password or token in it."""
     _make_dirs(failed_root, rel.parent)
     if fence is not None and not fence():
-        raise ClaimLost(f"{rel} was not rejected: this daemon no longer owns it")
+        raise ClaimLost("it was not moved to _falhas/")
     where = _move_claimed(claimed, _inside(failed_root, rel))
     when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     text = (f"{reason}\n"
@@ -174,4 +173,4 @@ def _move_claimed(claimed: Path, target: Path) -> Path:
     except FileNotFoundError:
         if os.path.lexists(claimed):
             raise  # the input is there: the error is about the target
-        raise ClaimLost(f"{claimed.name} left the claim folder before it could be moved") from None
+        raise ClaimLost("it left the claim folder before it could be moved") from None

@@ -10,6 +10,7 @@ import onnxruntime as ort
 from loguru import logger
 from PIL import Image
 
+from watcher import models
 from watcher.errors import ModelError
 from watcher.metrics import Metrics
 
@@ -60,10 +61,18 @@ class LocalRemover:
     def setup_problem(self) -> str | None:
         """A cheap start-up check, without loading the model (it is loaded on first use, to keep
         an idle daemon small): what is wrong in words, or None if the file is there to load."""
-        if self.loaded or self.model_path.is_file():
+        if self.loaded:
             return None
-        return (f"the background-removal model {self.model_path} is missing; run `thumbgen "
-                "models fetch` to download it")
+        if not self.model_path.is_file():
+            return (f"the background-removal model {self.model_path} is missing; run `thumbgen "
+                    "models fetch` to download it")
+        if models.verify(self.model_path):
+            return None  # the checksum of the known model: it loads, no need to load it now
+        try:  # another or a damaged file: only loading it tells
+            self.load()
+        except ModelError as exc:
+            return str(exc)
+        return None
 
     def mask(self, image: Image.Image) -> Image.Image:
         """An ``L`` mask of ``image.size``: 255 on the product, 0 on the background."""
