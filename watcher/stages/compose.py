@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -146,9 +147,14 @@ def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
 
 
 def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
-            fill_ratio: float) -> Image.Image:
+            fill_ratio: float, anchor: Collection[str] = ()) -> Image.Image:
     """Trim ``image`` to the product in ``mask``, scale it to fill ``fill_ratio`` of the canvas
-    (in both directions, keeping its aspect), and paste it in the centre."""
+    (in both directions, keeping its aspect), and paste it in the centre.
+
+    ``anchor``: the edges of the photo that cut the product (``"top"``, ``"bottom"``, ``"left"``,
+    ``"right"``; what ``refine.touching_edges`` finds). The product then sits flush against the
+    same edges of the canvas instead of floating: a shirt cut at the waist stands on the bottom
+    edge. When both edges of an axis cut it, it stays centred on that axis."""
     if mask.size != image.size:
         mask = mask.resize(image.size, Image.Resampling.BILINEAR)
     box = product_box(mask)
@@ -164,8 +170,17 @@ def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
     product = image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
     # the mask is a smooth upscale of the model's 320×320 output: LANCZOS adds nothing but time
     alpha = mask.resize(size, Image.Resampling.BILINEAR, box=box)
-    canvas.paste(product, ((cw - size[0]) // 2, (ch - size[1]) // 2), alpha)
+    x = _place(cw - size[0], "left" in anchor, "right" in anchor)
+    y = _place(ch - size[1], "top" in anchor, "bottom" in anchor)
+    canvas.paste(product, (x, y), alpha)
     return canvas
+
+
+def _place(room: int, at_start: bool, at_end: bool) -> int:
+    """Where the product starts on one axis of the canvas, given the ``room`` it leaves."""
+    if at_start != at_end:
+        return 0 if at_start else room
+    return room // 2
 
 
 def _with_own_alpha(image: Image.Image, mask: Image.Image,
