@@ -252,17 +252,21 @@ def _fill_holes(p: np.ndarray) -> None:
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a (2r+1)² window, the border repeated outwards; shifted sums beat cumsum for
-    the small windows used here."""
-    k, (height, width) = 2 * r + 1, x.shape
-    padded = np.pad(x, r, mode="edge")
-    rows = padded[0:height].copy()
-    for i in range(1, k):
-        rows += padded[i:i + height]
-    out = rows[:, 0:width].copy()
-    for i in range(1, k):
-        out += rows[:, i:i + width]
-    out *= np.float32(1 / (k * k))
+    """Mean over a (2r+1)² window, the border repeated outwards: shifted sums, which beat a
+    cumulative sum for windows this small and need one temporary array."""
+    down = x.copy()
+    for i in range(1, r + 1):
+        down[i:] += x[:-i]
+        down[:i] += x[0]
+        down[:-i] += x[i:]
+        down[-i:] += x[-1]
+    out = down.copy()
+    for i in range(1, r + 1):
+        out[:, i:] += down[:, :-i]
+        out[:, :i] += down[:, :1]
+        out[:, :-i] += down[:, i:]
+        out[:, -i:] += down[:, -1:]
+    out *= np.float32(1 / (2 * r + 1) ** 2)
     return out
 
 
@@ -319,44 +323,35 @@ def _settled(slope: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndar
     at_white = slope * 255
     at_white += offset
     all_zero = ~_dilate(np.maximum(offset, at_white) >= 0.5)
-    all_full = ~_dilate(np.minimum(offset, at_white) < 254.5)
+    all_full = ~_dilate(np.minimum(offset, at_white, out=at_white) < 254.5)
     return all_zero, all_full
 
 
-def _by_cell(grid: np.ndarray, step: int, size: tuple[int, int]) -> np.ndarray:
-    """A full-size uint8 array, each grid cell's value repeated over its step×step pixels."""
-    width, height = size
-    out = np.empty((height, width), np.uint8)
-    rows = np.repeat(grid, step, axis=1)[:, :width]
-    whole = height // step
-    out[:whole * step].reshape(whole, step, width)[:] = rows[:whole, None, :]
-    if height > whole * step:
-        out[whole * step:] = rows[whole]
-    return out
-
-
 def _render(slope: np.ndarray, offset: np.ndarray, photo: Image.Image, step: int) -> Image.Image:
-    """The full-size mask: 0 or 255 by grid cell where it cannot be anything else, computed
-    pixel by pixel against the photo's grey in the other cells, one band of rows at a time."""
+    """The full-size mask, one band of grid rows at a time: 0 or 255 by cell where it cannot be
+    anything else, computed pixel by pixel against the photo's grey in the other cells."""
     (width, height), (rows, cols) = photo.size, slope.shape
     all_zero, all_full = _settled(slope, offset)
-    out = _by_cell(np.where(all_full, np.uint8(255), np.uint8(0)), step, photo.size)
     todo = ~(all_zero | all_full)
+    settled = np.where(all_full, np.uint8(255), np.uint8(0))
     weights = _bilinear_weights(step)
-    padded_slope = np.pad(slope, 1, mode="edge").reshape(-1)
-    padded_offset = np.pad(offset, 1, mode="edge").reshape(-1)
-    around = (np.arange(3)[:, None] * (cols + 2) + np.arange(3)).reshape(-1)  # 3×3, row-major
+    # each pixel's 3×3 cells, as flat indices into the grid; the border cell repeated outwards
+    oy, ox = np.divmod(np.arange(9), 3)
     dy, dx = np.divmod(np.arange(step * step), step)
-    flat = out.reshape(-1)
+    out = np.empty((height, width), np.uint8)
     for r0 in range(0, rows, _BAND):
+        y0, y1 = r0 * step, min(height, (r0 + _BAND) * step)
+        band = out[y0:y1]
+        band[:] = np.repeat(np.repeat(settled[r0:r0 + _BAND], step, axis=0)[:y1 - y0], step,
+                            axis=1)[:, :width]
         cy, cx = np.nonzero(todo[r0:r0 + _BAND])
         if not len(cy):
             continue
-        y0, y1 = r0 * step, min(height, (r0 + _BAND) * step)
         grey = np.asarray(photo.crop((0, y0, width, y1)).convert("L")).reshape(-1)
-        cells = ((cy + r0) * (cols + 2) + cx)[:, None] + around
-        slopes = np.take(padded_slope, cells) @ weights  # (cells, step²): bilinear, per pixel
-        values = np.take(padded_offset, cells) @ weights
+        cells = (np.clip(cy[:, None] + r0 + oy - 1, 0, rows - 1) * cols
+                 + np.clip(cx[:, None] + ox - 1, 0, cols - 1))
+        slopes = np.take(slope, cells) @ weights  # (cells, step²): bilinear, per pixel
+        values = np.take(offset, cells) @ weights
         pixels = (cy * (step * width) + cx * step)[:, None] + (dy * width + dx)  # in the band
         if (cy[-1] + 1) * step > y1 - y0 or (cx.max() + 1) * step > width:  # cut by the edge
             inside = ((cy[:, None] * step + dy) < y1 - y0) & ((cx[:, None] * step + dx) < width)
@@ -365,7 +360,7 @@ def _render(slope: np.ndarray, offset: np.ndarray, photo: Image.Image, step: int
         values += slopes
         values += 0.5  # round, not truncate
         np.clip(values, 0, 255, out=values)
-        flat[pixels + y0 * width] = values
+        band.reshape(-1)[pixels] = values
     return Image.fromarray(out)
 
 
