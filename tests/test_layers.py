@@ -24,7 +24,7 @@ LAYERS = [
     ("health", "http", "httpserver", "systemd", "diagnose"),
     ("cli", "__main__"),
 ]
-STAGES = ("validate", "removal", "compose", "publish")
+STAGES = ("validate", "removal", "refine", "compose", "publish")
 
 
 def _name(path: Path) -> str:

@@ -150,6 +150,27 @@ def test_fill_ratio_and_a_non_square_canvas() -> None:
     assert all(abs(m - e) <= 2 for m, e in zip(measured, (450, 150, 750, 450))), measured
 
 
+@pytest.mark.parametrize("anchor, expected", [
+    # a shirt cut at the waist: its 240 px of height fill 85 % of 1200 = 1020, standing on the
+    # bottom edge; its 100 px of width become 425, centred
+    ({"bottom"}, (387, 180, 812, 1200)),
+    ({"top"}, (387, 0, 812, 1020)),
+    ({"left"}, (0, 90, 425, 1110)),
+    ({"right", "bottom"}, (775, 180, 1200, 1200)),
+    # cut at both sides of an axis: centred on it, as without an anchor
+    ({"top", "bottom"}, (387, 90, 812, 1110)),
+    (set(), (387, 90, 812, 1110)),
+])
+def test_a_product_cut_by_the_photos_edge_sits_on_that_edge_of_the_canvas(
+        anchor: set[str], expected: tuple[int, int, int, int]) -> None:
+    image, mask = _photo_with_product((640, 400), (50, 160, 150, 400))  # runs off the bottom
+
+    out = compose(image, mask, Image.new("RGB", (1200, 1200), WHITE), 0.85, anchor=anchor)
+
+    measured = _product_box(out)
+    assert all(abs(m - e) <= 2 for m, e in zip(measured, expected)), measured
+
+
 def test_a_mask_at_another_size_is_scaled_to_the_photo() -> None:
     image, mask = _photo_with_product((640, 400), (50, 40, 150, 240), noise=False)
 

@@ -166,9 +166,13 @@ def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
 def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
             fill_ratio: float, anchor: Collection[str] = (), shadow: str = "none") -> Image.Image:
     """Trim ``image`` to the product in ``mask``, scale it to fill ``fill_ratio`` of the canvas
-    (in both directions, keeping its aspect), and paste it in the centre; flush with each canvas
-    edge named in ``anchor`` (``top``, ``bottom``, ``left``, ``right``: the photo's frame cuts the
-    product there). An RGBA canvas stays transparent around the product."""
+    (in both directions, keeping its aspect), and paste it in the centre. An RGBA canvas stays
+    transparent around the product; ``shadow="contact"`` lays a soft shadow under it.
+
+    ``anchor``: the edges of the photo that cut the product (``"top"``, ``"bottom"``, ``"left"``,
+    ``"right"``; what ``refine.touching_edges`` finds). The product then sits flush against the
+    same edges of the canvas instead of floating: a shirt cut at the waist stands on the bottom
+    edge. When both edges of an axis cut it, it stays centred on that axis."""
     if mask.size != image.size:
         mask = mask.resize(image.size, Image.Resampling.BILINEAR)
     box = product_box(mask)
