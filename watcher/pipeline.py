@@ -32,7 +32,7 @@ from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.outputs import OutputSpec, output_rel
 from watcher.stages import compose as compose_stage
-from watcher.stages import publish
+from watcher.stages import publish, refine
 from watcher.stages import validate
 from watcher.stages.removal.base import Remover
 
@@ -141,13 +141,18 @@ class Pipeline:
                 mask, job.backend = self.remover.mask(rgb), self.remover.name
         files = []
         with self._stage(job, "compose", self.cpu):
+            # one clean mask for every output, remote or local (a shop's own cut-out stays
+            # as it is); the edges the photo's frame cuts anchor the product on the canvas
+            if own_alpha is None:
+                mask = refine.refine(mask, rgb)
+            anchor = refine.touching_edges(mask)
             for spec in specs:
                 if spec.size is None:  # the cut-out itself, at the photo's own size
                     image = compose_stage.cutout(rgb, mask)
                 else:
                     canvas = compose_stage.canvas_for(spec, self.backgrounds, job.rel)
                     assert spec.fill is not None
-                    image = compose_stage.compose(rgb, mask, canvas, spec.fill,
+                    image = compose_stage.compose(rgb, mask, canvas, spec.fill, anchor,
                                                   shadow=spec.shadow)
                 files.append((spec, output_rel(job.rel, spec, len(specs) > 1),
                               compose_stage.encode(image, spec)))

@@ -186,7 +186,7 @@ def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
     # Pillow widens its support with the scale, so a ≤ 2× reduction (the working image is at
     # most twice the output) is antialiased like LANCZOS at two thirds of its time
     product = image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    # the mask is a smooth upscale of the model's 320×320 output: LANCZOS adds nothing but time
+    # the mask is refined to a ~2 px edge at the working size: LANCZOS adds nothing but time
     alpha = mask.resize(size, Image.Resampling.BILINEAR, box=box)
     where = _place(canvas.size, size, anchor)
     if shadow == "contact":
