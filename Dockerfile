@@ -98,6 +98,9 @@ ENV PATH=/opt/thumbgen/venv/bin:$PATH \
 WORKDIR /data
 USER 10001:10001
 EXPOSE 8080
+# SIGTERM: in-flight files finish within THUMBGEN_SHUTDOWN_TIMEOUT (30 s), then exit 0. podman and
+# docker kill 10 s after it by default: run with --stop-timeout 45 (compose.yaml and deploy/k8s
+# give 45 s).
 STOPSIGNAL SIGTERM
 
 # /livez, not `thumbgen health`: that exits 1 when the daemon is merely degraded (remote down,

@@ -36,6 +36,10 @@ FOLDERS = ("produtos", "backgrounds", "thumbnails-prontas")
 # the daemon's own default: podman stop must return within it, with nothing left claimed
 SHUTDOWN_TIMEOUT = config.OPTIONS_BY_KEY["SHUTDOWN_TIMEOUT"].default
 START_TIMEOUT = 120  # a cold start on a busy 2-core machine: imports, model load, first scan
+# Seconds the engine waits after SIGTERM before SIGKILL: podman's and docker's default is 10, below
+# SHUTDOWN_TIMEOUT, so a user gives the container more, as compose.yaml (stop_grace_period) and
+# deploy/k8s (terminationGracePeriodSeconds) do.
+STOP_GRACE = 45
 
 
 def engine(*args: str, check: bool = True, timeout: float = 120,
@@ -111,7 +115,7 @@ class Container:
     def start(self) -> Container:
         engine("run", "--detach", "--name", self.name, "--read-only", "--read-only-tmpfs=false",
                "--tmpfs", "/tmp", "--volume", f"{self.data}:/data", "--publish", "127.0.0.1::8080",
-               IMAGE)
+               "--stop-timeout", str(STOP_GRACE), IMAGE)
         return self
 
     def exec(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -234,8 +238,7 @@ def test_podman_stop_exits_0_within_the_shutdown_timeout_with_claims_released(
         dropped = drop(container.data / "produtos", PHOTOS)
         wait_for(lambda: claimed_files(container.data), 60, "a photo claimed", interval=0.1)
         started = time.monotonic()
-        engine("stop", "--time", str(int(SHUTDOWN_TIMEOUT) + 30), container.name,
-               timeout=SHUTDOWN_TIMEOUT + 60)
+        engine("stop", container.name, timeout=STOP_GRACE + 30)
         took = time.monotonic() - started
         print(f"podman stop took {took:.1f} s (SHUTDOWN_TIMEOUT {SHUTDOWN_TIMEOUT:.0f} s)")
         state = inspect(container.name)["State"]
@@ -288,7 +291,9 @@ def test_compose_brings_the_daemon_up_and_turns_a_drop_into_thumbnails(
                          timeout=10) as answer:
             assert answer.status == 200
     finally:
-        down = engine(*compose, "down", env=env, check=False, timeout=300)
+        # podman-compose 1.0.3 ignores stop_grace_period: down waits 1 s unless told
+        down = engine(*compose, "down", "--timeout", str(STOP_GRACE), env=env, check=False,
+                      timeout=300)
         # podman-compose 1.0.3 leaves the project's network behind
         engine("network", "rm", f"{project_name}_default", check=False)
     assert down.returncode == 0, down.stderr[-2000:]
