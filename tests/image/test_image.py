@@ -22,6 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.e2e.conftest import wait_for
 from watcher import config, models
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
@@ -50,17 +51,6 @@ def engine(*args: str, check: bool = True, timeout: float = 120,
         raise AssertionError(f"{' '.join(args[:2])} exited {result.returncode}:\n"
                              f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return result
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, message: str,
-             interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
 
 
 def make_data(root: Path) -> Path:
@@ -126,7 +116,7 @@ class Container:
 
     def wait_healthy(self) -> None:
         try:
-            wait_for(self.healthy, START_TIMEOUT, "the HEALTHCHECK to pass", interval=2)
+            wait_for(self.healthy, START_TIMEOUT, interval=2, message="the HEALTHCHECK to pass")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{logs(self.name)}") from None
 
@@ -193,7 +183,7 @@ def test_the_healthcheck_passes_and_the_published_port_answers(running: Containe
     assert info["Config"]["Healthcheck"]["Test"][:2] == ["CMD", "python"]
     assert running.healthy()
     wait_for(lambda: health_status(running.name) == "healthy", 60,
-             "podman to record the container as healthy")
+             message="podman to record the container as healthy")
     host_port = engine("port", running.name, "8080").stdout.strip().rsplit(":", 1)[1]
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{host_port}/livez", timeout=10) as answer:
@@ -204,7 +194,7 @@ def test_photos_dropped_on_the_host_become_thumbnails(running: Container) -> Non
     names = drop(running.data / "produtos", PHOTOS[:3])
     expected = thumbnails(running.data, names)
     try:
-        wait_for(lambda: all(p.exists() for p in expected), 180, "the three thumbnails")
+        wait_for(lambda: all(p.exists() for p in expected), 180, message="the thumbnails")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{logs(running.name)}") from None
     for path in expected:
@@ -212,7 +202,8 @@ def test_photos_dropped_on_the_host_become_thumbnails(running: Container) -> Non
             assert thumb.format == "JPEG" and thumb.size == (1200, 1200)
         assert path.stat().st_uid == UID
     processed = running.data / "produtos" / "_processados"
-    wait_for(lambda: all((processed / n).exists() for n in names), 30, "the originals archived")
+    wait_for(lambda: all((processed / n).exists() for n in names), 30,
+             message="the originals archived")
     assert not (running.data / "produtos" / "_falhas").exists() or not any(
         (running.data / "produtos" / "_falhas").iterdir())
 
@@ -236,7 +227,7 @@ def test_podman_stop_exits_0_within_the_shutdown_timeout_with_claims_released(
     try:
         container.wait_healthy()
         dropped = drop(container.data / "produtos", PHOTOS)
-        wait_for(lambda: claimed_files(container.data), 60, "a photo claimed", interval=0.1)
+        wait_for(lambda: claimed_files(container.data), 60, message="a photo claimed")
         started = time.monotonic()
         engine("stop", container.name, timeout=STOP_GRACE + 30)
         took = time.monotonic() - started
@@ -277,13 +268,14 @@ def test_compose_brings_the_daemon_up_and_turns_a_drop_into_thumbnails(
         engine(*compose, "up", "--detach", "--no-build", env=env, timeout=300)
         (container,) = _compose_containers(project)
         wait_for(lambda: engine("healthcheck", "run", container, check=False).returncode == 0,
-                 START_TIMEOUT, "the compose service's HEALTHCHECK", interval=2)
+                 START_TIMEOUT, interval=2, message="the compose service's HEALTHCHECK")
         token = engine("exec", container, "printenv", "THUMBGEN_GRADIO_TOKEN").stdout.strip()
         assert token == env["THUMBGEN_GRADIO_TOKEN"]
         dropped = drop(project / "produtos", PHOTOS[3:5])
         expected = thumbnails(project, dropped)
         try:
-            wait_for(lambda: all(p.exists() for p in expected), 180, "the compose thumbnails")
+            wait_for(lambda: all(p.exists() for p in expected), 180,
+                     message="the compose thumbnails")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{logs(container)}") from None
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
