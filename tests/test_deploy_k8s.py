@@ -377,6 +377,11 @@ def dockerfile_values(op: str) -> list[str]:
     return [args for o, args in dockerfile_final_stage() if o == op]
 
 
+def _stage_names() -> set[str]:
+    return {args.split()[-1] for op, args in dockerfile_instructions()
+            if op == "FROM" and " AS " in args.upper()}
+
+
 def healthcheck_command() -> list[str]:
     (check,) = dockerfile_values("HEALTHCHECK")
     return json.loads(check[check.index("CMD") + 3:])
@@ -385,7 +390,11 @@ def healthcheck_command() -> list[str]:
 def test_the_image_runs_the_console_script_as_a_non_root_user(
         resources: list[Resource]) -> None:
     (base,) = dockerfile_values("FROM")
-    assert base.split()[0] == "python:3.11-slim"
+    # Debian's bookworm-slim: make image builds against a stand-in made from Debian's packages
+    assert base.split()[0] == "debian:bookworm-slim"
+    assert all(args.split()[0] == base.split()[0]
+               for op, args in dockerfile_instructions() if op == "FROM"
+               and args.split()[0] not in _stage_names()), "every stage starts from that base"
     user = dockerfile_values("USER")[-1]
     uid = user.split(":")[0]
     assert uid not in ("root", "0") and uid.isdigit(), "a numeric uid lets the kubelet check it"
@@ -427,13 +436,16 @@ def test_compose_runs_one_hardened_service_with_the_data_folders(tmp_path: Path)
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert len(services) == 1
     (service,) = services.values()
-    assert service["healthcheck"]["test"][1:] == healthcheck_command()
+    # the image's HEALTHCHECK is the one (podman-compose 1.0.3 garbles a CMD list)
+    assert "healthcheck" not in service and healthcheck_command()
     assert any(str(p).endswith(":8080") for p in service["ports"])
     mounted = {v.split(":")[1] for v in service["volumes"]}
     for folder in ("produtos", "backgrounds", "thumbnails-prontas"):
         assert f"/data/{folder}" in mounted, folder
     assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
-    env = {k: str(v) for k, v in service["environment"].items() if "${" not in str(v)}
+    # a key without a value is passed through from compose's own environment
+    env = {k: str(v) for k, v in service["environment"].items()
+           if v is not None and "${" not in str(v)}
     empty = tmp_path / "empty.toml"
     empty.touch()
     config.load(config_file=empty, env=env)  # every variable is a valid setting
