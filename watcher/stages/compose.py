@@ -31,6 +31,12 @@ BACKGROUND_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _WHITE = (255, 255, 255)
 _MAX_BACKGROUND_PIXELS = 64_000_000
 _MAX_BACKGROUND_BYTES = 64 * 1024**2
+# A marketplace wants every pixel outside the product exactly white, but the model leaves faint
+# values (1–23) over the photo's background inside the product's box: a ghost of a model's hair
+# or arm, a shadow, painting greys down to ~234 over up to an eighth of the canvas. On pure-white
+# outputs they are cleared; above the threshold a ramp (×2 up to twice it) keeps the product's
+# own edge fading in without a step.
+_CLEAR = [0 if v <= TRIM_THRESHOLD else min(v, 2 * (v - TRIM_THRESHOLD)) for v in range(256)]
 
 
 @dataclass(frozen=True)
@@ -163,12 +169,31 @@ def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
     return box
 
 
+@dataclass(frozen=True)
+class Composed:
+    """A composed canvas, and where the product went: its mask at its size on the canvas,
+    top-left at ``at`` (what the output checks measure the product and its background by)."""
+
+    image: Image.Image
+    mask: Image.Image
+    at: tuple[int, int]
+
+
 def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
-            fill_ratio: float, anchor: Collection[str] = (), shadow: str = "none") -> Image.Image:
+            fill_ratio: float, anchor: Collection[str] = (), shadow: str = "none",
+            pure_white: bool = False) -> Image.Image:
     """Trim ``image`` to the product in ``mask``, scale it to fill ``fill_ratio`` of the canvas
     (in both directions, keeping its aspect), and paste it in the centre; flush with each canvas
     edge named in ``anchor`` (``top``, ``bottom``, ``left``, ``right``: the photo's frame cuts the
-    product there). An RGBA canvas stays transparent around the product."""
+    product there). An RGBA canvas stays transparent around the product. ``pure_white``: the
+    mask's faint values below ``TRIM_THRESHOLD`` leave the canvas untouched (see ``_CLEAR``)."""
+    return place(image, mask, canvas, fill_ratio, anchor, shadow, pure_white).image
+
+
+def place(image: Image.Image, mask: Image.Image, canvas: Image.Image, fill_ratio: float,
+          anchor: Collection[str] = (), shadow: str = "none",
+          pure_white: bool = False) -> Composed:
+    """``compose``, also telling where the product went."""
     if mask.size != image.size:
         mask = mask.resize(image.size, Image.Resampling.BILINEAR)
     box = product_box(mask)
@@ -187,12 +212,13 @@ def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
     where = _place(canvas.size, size, anchor)
     if shadow == "contact":
         _contact_shadow(canvas, where, size, alpha)
+    pasted = alpha.point(_CLEAR) if pure_white else alpha
     if canvas.mode == "RGBA":
-        product.putalpha(alpha)
+        product.putalpha(pasted)
         canvas.alpha_composite(product, where)
     else:
-        canvas.paste(product, where, alpha)
-    return canvas
+        canvas.paste(product, where, pasted)
+    return Composed(canvas, alpha, where)
 
 
 def _place(canvas: tuple[int, int], size: tuple[int, int],
@@ -306,5 +332,5 @@ def output_rel(rel: PurePosixPath, output: Output) -> PurePosixPath:
     return rel.with_name(rel.stem + output.suffix)
 
 
-__all__ = ["Output", "Backgrounds", "canvas_for", "compose", "cutout", "encode",
-           "find_background", "output_rel", "product_box"]
+__all__ = ["Output", "Backgrounds", "Composed", "canvas_for", "compose", "cutout", "encode",
+           "find_background", "output_rel", "place", "product_box"]
