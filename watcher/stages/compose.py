@@ -37,6 +37,7 @@ _MAX_BACKGROUND_BYTES = 64 * 1024**2
 # outputs they are cleared; above the threshold a ramp (×2 up to twice it) keeps the product's
 # own edge fading in without a step.
 _CLEAR = [0 if v <= TRIM_THRESHOLD else min(v, 2 * (v - TRIM_THRESHOLD)) for v in range(256)]
+_SEEN = [0] + [255] * 255  # any alpha above 0: the pixel's colour shows
 
 
 @dataclass(frozen=True)
@@ -204,11 +205,13 @@ def place(image: Image.Image, mask: Image.Image, canvas: Image.Image, fill_ratio
     scale = min(cw * fill_ratio / pw, ch * fill_ratio / ph)
     size = (max(1, round(pw * scale)), max(1, round(ph * scale)))
     # resample straight from the product's box: no full-scale crop is copied first. BICUBIC:
-    # Pillow widens its support with the scale, so a ≤ 2× reduction (the working image is at
-    # most twice the output) is antialiased like LANCZOS at two thirds of its time
-    product = image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    # Pillow widens its support with the scale, so a ≤ 2× reduction is antialiased like LANCZOS
+    # at two thirds of its time. A larger one (a cut-out among the outputs keeps the photo at its
+    # full size: 3-4× a 1200² canvas) is first box-reduced by whole factors (reducing_gap 1), as
+    # the JPEG draft does for one output: a third of the time, 48-50 dB from the full resampling
+    product = image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=1.0)
     # the mask is a smooth upscale of the model's 320×320 output: LANCZOS adds nothing but time
-    alpha = mask.resize(size, Image.Resampling.BILINEAR, box=box)
+    alpha = mask.resize(size, Image.Resampling.BILINEAR, box=box, reducing_gap=1.0)
     where = _place(canvas.size, size, anchor)
     if shadow == "contact":
         _contact_shadow(canvas, where, size, alpha)
@@ -270,12 +273,17 @@ def _clip(origin: tuple[int, int], canvas: tuple[int, int],
 
 
 def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """The photo at its own size with the mask as alpha (a drop-in for ``rembg p`` output)."""
+    """The photo at its own size with the mask as alpha (a drop-in for ``rembg p`` output).
+
+    Fully transparent pixels are made (0, 0, 0, 0), as rembg makes them: their colour cannot be
+    seen, and the photo's grain there made the full-size PNG a third bigger and slower."""
     if mask.size != image.size:
         mask = mask.resize(image.size, Image.Resampling.BILINEAR)
     if image.mode == "RGBA":
         mask = ImageChops.multiply(mask, image.getchannel("A"))
-    rgba = image.convert("RGBA") if image.mode != "RGBA" else image.copy()
+    rgba = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    rgba.paste(image.convert("RGBA") if image.mode != "RGBA" else image, (0, 0),
+               mask.point(_SEEN))
     rgba.putalpha(mask)
     return rgba
 
