@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench bench-options syspkgs model clean image test-image
+.PHONY: setup run test bench bench-options contact-sheet syspkgs model clean image test-image
 
 # Debian packages, installed only when missing and running as root (named otherwise): see
 # tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
@@ -48,6 +48,10 @@ test: setup $(PROMTOOL)
 bench: setup
 	$(MAKE) syspkgs EXTRA_SYS_DEPS=libvips-tools
 	$(BIN)/python bench/run.py
+
+# docs/presets.png: every preset of the sample photos, made by the real pipeline and local model
+contact-sheet: setup
+	$(BIN)/python bench/contact_sheet.py
 
 # Faster ways to run the local model, against the daemon's own (bench/model_options.py). Their
 # packages (openvino, onnx) are not thumbgen's dependencies: they get a venv of their own.

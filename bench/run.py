@@ -5,9 +5,10 @@ Sections (all medians; nothing is asserted, targets are only reported):
   2. whole pipeline, local model, 2 workers, 12 MP: images/s and where the time goes
   3. peak RSS, 2 workers, 24 MP photos
   4. burst of 10 000 small files vs 100: memory per queued file
-then bench/remote.py (the remote backend's bench, owned separately) when it exists.
+  5. bench/remote.py (the remote backend's bench, owned separately) when it exists
+  6. outputs: the whole render of a 12 MP photo with 1 output vs 4, and each output's steps
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -30,12 +31,13 @@ sys.path.insert(0, str(HERE))
 
 import inputs  # noqa: E402
 import memory  # noqa: E402
+import outputs  # noqa: E402
 import stage_compose  # noqa: E402
 import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
-SECTIONS = ("compose", "pipeline", "rss", "burst", "remote")
+SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs")
 REMOTE_TIMEOUT = 240
 
 
@@ -99,6 +101,10 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         photos = inputs.photos("24mp", n24)
         return [f"  inputs: {inputs.describe(photos)}"] + memory.peak_rss(photos)
 
+    def outputs_() -> list[str]:
+        photos = inputs.photos("12mp", n12)[:4 if quick else 9]
+        return [f"  inputs: {inputs.describe(photos)}"] + outputs.run(photos, 1 if quick else 3)
+
     return [
         ("compose", "1. compose stage, 12 MP JPEG → 1200×1200 JPEG q90, one core", compose),
         ("pipeline", "2. whole pipeline, local model, 2 workers, 12 MP photos", pipeline),
@@ -106,6 +112,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         ("burst", f"4. burst memory: {burst_big} small files vs 100",
          lambda: memory.burst(big=burst_big)),
         ("remote", "5. remote backend (bench/remote.py)", remote),
+        ("outputs", "6. outputs: 1 vs 4 per 12 MP photo (default | + amazon, mercadolivre, "
+         "cutout), one core", outputs_),
     ]
 
 
@@ -174,7 +182,7 @@ def versions() -> str:
 
 
 def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
-    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY}
+    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY}
     rows = []
     if "compose" in s:
         wall, cpu = s["compose"]
@@ -191,6 +199,10 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     if "peak_rss" in s:
         rows.append(("peak RSS, 2 workers, 24 MP", "≤ 500 MB", mib(s["peak_rss"]),
                      _verdict(s["peak_rss"] <= 500 * 1024**2)))
+    if "outputs_ratio" in s:
+        rows.append(("4 outputs ÷ 1, 12 MP render, 1 core", f"≤ {outputs.TARGET}",
+                     f"{s['outputs_ratio']:.2f} (CPU {s['outputs_cpu_ratio']:.2f})",
+                     _verdict(s["outputs_ratio"] <= outputs.TARGET)))
     if "bytes_per_file" in s:
         rows.append(("burst: RSS per queued file", "paths only",
                      f"{s['bytes_per_file']:.0f} B ({mib(s['burst_growth'])} for the backlog)",

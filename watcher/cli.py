@@ -231,12 +231,14 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     # like the daemon: remote calls wait on the network, so more threads than CPU slots
     threads = settings.cpu_workers + (0 if remover.cpu_bound else settings.max_concurrent_requests)
     items = _inputs([Path(p) for p in args.paths])
+    checked: list[tuple[PurePosixPath, str]] = []  # failed output checks: published all the same
 
     def one(source: Path, rel: PurePosixPath) -> str | None:
         try:
             rendered = pipeline.render(Job(rel=rel), source)
             publish.write_set(out, [(path, data) for _, path, data in rendered.files],
                               "process")
+            checked.extend((rel, problem) for problem in rendered.problems)
             return None
         except ThumbgenError as exc:
             return getattr(exc, "reason", str(exc))
@@ -255,8 +257,11 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
             _progress(n, len(items), len(problems))
     for source, problem in sorted(problems):  # after the bar, so the two never share a line
         logger.bind(file=str(source)).warning("{}: {}", source, problem)
+    for rel, problem in sorted(checked):
+        print(f"{rel} → {problem}")
     failed = len(problems)
-    print(f"{len(items) - failed} thumbnail(s) written to {out}, {failed} failed")
+    print(f"{len(items) - failed} thumbnail(s) written to {out}, {failed} failed"
+          + (f", {len(checked)} output check(s) failed" if checked else ""))
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -6,6 +6,8 @@ Naming follows Prometheus conventions: ``thumbgen_`` prefix, ``_total`` for coun
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
@@ -16,6 +18,7 @@ from watcher.errors import REJECT_KINDS, UNEXPECTED
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STAGES = ("validate", "remove", "compose", "publish")
 OUTCOMES = ("done", "rejected", "failed")
+CHECK_OUTCOMES = ("pass", "fail")
 
 
 class Metrics:
@@ -48,6 +51,10 @@ class Metrics:
         self.removal_requests = Counter("thumbgen_removal_requests",
                                         "Background-removal calls, by backend and outcome.",
                                         ["backend", "outcome"], registry=r)
+        self.output_checks = Counter("thumbgen_output_checks",
+                                     "Checks of each output file against its preset's rules, by "
+                                     "output, check and outcome (a failed one is still "
+                                     "published).", ["output", "check", "outcome"], registry=r)
         self.queue_depth = Gauge("thumbgen_queue_depth",
                                  "Files seen in the inbox and not yet being processed.", registry=r)
         self.in_flight = Gauge("thumbgen_in_flight", "Files being processed now.", registry=r)
@@ -94,5 +101,11 @@ class Metrics:
         for stage in STAGES:
             self.stage_seconds.labels(stage)
 
+    def expect_checks(self, output: str, checks: Iterable[str]) -> None:
+        """Export zeros for the checks an output gets, before its first photo."""
+        for check in checks:
+            for outcome in CHECK_OUTCOMES:
+                self.output_checks.labels(output, check, outcome)
 
-__all__ = ["Metrics", "STAGES", "OUTCOMES"]
+
+__all__ = ["Metrics", "STAGES", "OUTCOMES", "CHECK_OUTCOMES"]

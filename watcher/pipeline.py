@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import ContextManager
@@ -31,6 +31,7 @@ from watcher.faults import Faults, folder_of, is_setup_error, probe_write
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.outputs import OutputSpec, output_rel
+from watcher.stages import checks
 from watcher.stages import compose as compose_stage
 from watcher.stages import publish, refine
 from watcher.stages import validate
@@ -79,6 +80,8 @@ class Rendered:
 
     files: list[tuple[OutputSpec, PurePosixPath, bytes]]
     backend: str
+    # failed output checks, "amazon: fill 0.80 < 0.85": reported, never a reason to withhold
+    problems: list[str] = field(default_factory=list)
 
     @property
     def rel(self) -> PurePosixPath:
@@ -98,6 +101,8 @@ class Pipeline:
         self.limits = validate.Limits(settings.max_file_size, settings.max_pixels,
                                       settings.allowed_formats, settings.output_size)
         self.plan = settings.plan
+        for spec in self.plan.outputs:  # zeros before the first photo, so rates start at 0
+            metrics.expect_checks(spec.name, checks.applicable(spec))
         self.backgrounds = compose_stage.Backgrounds(settings.background_path,
                                                      settings.output_size)
         self.folders = Folders(settings.output_path, settings.processed_path,
@@ -139,7 +144,7 @@ class Pipeline:
                 mask, job.backend = own_alpha, "input-alpha"
             else:
                 mask, job.backend = self.remover.mask(rgb), self.remover.name
-        files = []
+        files, problems = [], []
         with self._stage(job, "compose", self.cpu):
             # one clean mask for every output, remote or local (a shop's own cut-out stays
             # as it is); the edges the photo's frame cuts anchor the product on the canvas
@@ -147,17 +152,33 @@ class Pipeline:
                 mask = refine.refine(mask, rgb)
             anchor = refine.touching_edges(mask)
             for spec in specs:
+                placed = None
                 if spec.size is None:  # the cut-out itself, at the photo's own size
                     image = compose_stage.cutout(rgb, mask)
                 else:
                     canvas = compose_stage.canvas_for(spec, self.backgrounds, job.rel)
                     assert spec.fill is not None
-                    image = compose_stage.compose(rgb, mask, canvas, spec.fill, anchor,
-                                                  shadow=spec.shadow)
-                files.append((spec, output_rel(job.rel, spec, len(specs) > 1),
-                              compose_stage.encode(image, spec)))
-                del image
-        return Rendered(files, job.backend)
+                    placed = compose_stage.place(rgb, mask, canvas, spec.fill, anchor,
+                                                 shadow=spec.shadow, pure_white=spec.pure_white)
+                    image = placed.image
+                data = compose_stage.encode(image, spec)
+                files.append((spec, output_rel(job.rel, spec, len(specs) > 1), data))
+                problems += self._check(job, spec, data, spec.size or rgb.size, placed)
+                del image, placed
+        return Rendered(files, job.backend, problems)
+
+    def _check(self, job: Job, spec: OutputSpec, data: bytes, size: tuple[int, int],
+               placed: compose_stage.Composed | None) -> list[str]:
+        """Check one output as encoded; count each check, log and return the failed ones."""
+        failed = []
+        for result in checks.check(spec, data, size, placed.mask if placed else None,
+                                   placed.at if placed else (0, 0)):
+            self.metrics.output_checks.labels(spec.name, result.check, result.outcome).inc()
+            if not result.ok:
+                logger.bind(file=str(job.rel), output=spec.name, check=result.check).warning(
+                    "{} → {}: {} (published all the same)", job.rel, spec.name, result.detail)
+                failed.append(f"{spec.name}: {result.detail}")
+        return failed
 
     def run(self, job: Job, claims: Claims) -> Job:
         """Take a claimed job to its end: published, rejected, failed, released or lost."""

@@ -12,7 +12,7 @@ from PIL import Image, ImageChops
 
 from watcher.errors import RejectedImage
 from watcher.stages.compose import (
-    Backgrounds, Output, compose, encode, find_background, output_rel)
+    Backgrounds, Output, compose, cutout, encode, find_background, output_rel)
 
 RED = (200, 20, 20)
 WHITE = (255, 255, 255)
@@ -318,3 +318,21 @@ def test_jpeg_quality_is_applied() -> None:
     high = encode(noisy, Output((300, 300), "jpeg", 95, 0.85))
 
     assert len(low) < len(high) / 2
+
+
+# -- the cut-out ------------------------------------------------------------------------------
+
+
+def test_a_cutout_keeps_the_photo_where_it_shows_and_clears_where_it_does_not() -> None:
+    image = Image.effect_noise((120, 80), 40).convert("RGB")  # grain, as a camera leaves it
+    mask = Image.new("L", image.size, 0)
+    mask.paste(128, (20, 10, 100, 70))
+    mask.paste(255, (40, 20, 80, 60))
+
+    out = cutout(image, mask)
+
+    assert (out.mode, out.size) == ("RGBA", image.size)
+    assert out.getchannel("A").tobytes() == mask.tobytes()
+    for xy in [(50, 30), (25, 15)]:  # opaque and half-transparent: the photo's own colour
+        assert out.getpixel(xy)[:3] == image.getpixel(xy)
+    assert out.getpixel((5, 5)) == (0, 0, 0, 0)  # fully transparent: nothing to compress
