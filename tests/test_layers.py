@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 
 # Top to bottom of the README's drawing; a module may import its own layer and the ones above.
 LAYERS = [
-    ("errors", "model", "config", "outputs"),
+    ("errors", "model", "config", "outputs", "messages"),
     ("metrics", "logging", "claim", "inbox", "models", "faults"),
     ("stages",),
     ("pipeline",),

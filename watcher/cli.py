@@ -15,14 +15,15 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from watcher import __version__, config
+from watcher import __version__, config, messages
 from watcher import logging as log_setup
-from watcher.errors import ConfigError, ModelError, ThumbgenError
+from watcher.errors import ConfigError, ModelError, RejectedImage, ThumbgenError
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.stages.removal.base import Remover
@@ -126,7 +127,7 @@ def _operations(settings: config.Settings, app: App) -> http.Server | None:
     from watcher.health import Health
     from watcher.systemd import Notifier
 
-    health = Health(app, secrets=[settings.gradio_token])
+    health = Health(app, secrets=[settings.gradio_token, settings.ui_token])
     health.attach()
     Notifier(health.live).attach(app)
     return http.serve(settings, health, app.metrics)
@@ -186,13 +187,13 @@ def _inputs(paths: list[Path]) -> list[tuple[Path, PurePosixPath]]:
     return found
 
 
-def _progress(done: int, total: int, failed: int) -> None:
+def _progress(done: int, total: int, failed: int, failed_word: str = "failed") -> None:
     if not sys.stderr.isatty() and done not in (total,) and done % 50:
         return
     width = 30
     filled = int(width * done / max(total, 1))
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-                     f"  failed: {failed}")
+                     f"  {failed_word}: {failed}")
     if done == total:
         sys.stderr.write("\n")
     sys.stderr.flush()
@@ -218,6 +219,8 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
             publish.write_set(out, [(path, data) for _, path, data in rendered.files],
                               "process")
             return None
+        except RejectedImage as exc:  # the shop's two lines, in LANGUAGE
+            return " ".join(exc.shop_lines(settings.language)).strip()
         except ThumbgenError as exc:
             return getattr(exc, "reason", str(exc))
         except Exception as exc:  # one bad file never stops the pass
@@ -225,18 +228,19 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
             return f"{type(exc).__name__}: {exc}"
 
     problems: list[tuple[Path, str]] = []
-    _progress(0, len(items), 0)
+    say = partial(messages.text, settings.language)
+    _progress(0, len(items), 0, say("process.failed"))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, src, rel): src for src, rel in items}
         for n, future in enumerate(as_completed(futures), 1):
             problem = future.result()
             if problem:
                 problems.append((futures[future], problem))
-            _progress(n, len(items), len(problems))
+            _progress(n, len(items), len(problems), say("process.failed"))
     for source, problem in sorted(problems):  # after the bar, so the two never share a line
         logger.bind(file=str(source)).warning("{}: {}", source, problem)
     failed = len(problems)
-    print(f"{len(items) - failed} thumbnail(s) written to {out}, {failed} failed")
+    print(say("process.summary", done=len(items) - failed, folder=out, failed=failed))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -393,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         _tune_malloc_for_the_daemon()  # before the log writer's thread starts
     log_setup.setup(settings.log_level if not quiet else "WARNING",
                     settings.log_path if args.command == "run" else None,
-                    secrets=[settings.gradio_token])
+                    secrets=[settings.gradio_token, settings.ui_token])
     if args.command != "diagnose":  # diagnose lists them among its findings
         for name in config.unknown_env():
             logger.warning("{} is set but is no setting, so it is ignored; check its spelling "
