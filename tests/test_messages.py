@@ -49,9 +49,9 @@ def test_every_reason_raised_in_the_code_has_a_key() -> None:
 def test_a_rejection_reads_in_the_shops_language_with_its_numbers() -> None:
     exc = RejectedImage.because("too_large_size", "x", kind="too_large", size=12.25, limit=10.0)
 
-    assert exc.reason == "The file is too large (12.2 MB); the limit is 10.0 MB."  # the log's
+    assert exc.reason == "The file is too large (12.2 MB); the limit is 10 MB."  # the log's
     assert exc.shop_lines("pt-BR") == (
-        "O arquivo é grande demais (12,2 MB); o limite é 10,0 MB.",
+        "O arquivo é grande demais (12,2 MB); o limite é 10 MB.",
         "Salve uma cópia menor da foto (com menos qualidade ou tamanho) e coloque essa cópia em "
         "produtos/.")
     assert exc.shop_lines("en")[1] == ADVICE["too_large"]

@@ -5,7 +5,8 @@
 the technical lines of a note (``file:``, ``kind:``…) stay in English for whoever investigates.
 
 A message is ``section.name`` (``reason.empty``, ``advice.too_large``, ``page.retry``) with
-``{field}`` placeholders. Floats are written with the language's decimal mark. Both catalogues
+``{field}`` placeholders. Floats are written with one decimal in the language's decimal mark
+(whole ones without). Both catalogues
 hold the same keys (``missing_keys()``; a test fails otherwise), so a lookup never falls back
 silently; an unknown key is a bug and raises ``KeyError``.
 """
@@ -51,10 +52,14 @@ def missing_keys() -> dict[str, list[str]]:
 
 def text(language: str, key: str, **fields: Any) -> str:
     """The message ``key`` in ``language`` with its fields filled in."""
-    mark = _DECIMAL_MARK[language]
-    shown = {name: (f"{value:.1f}".replace(".", mark) if isinstance(value, float) else value)
+    shown = {name: (_number(value, _DECIMAL_MARK[language]) if isinstance(value, float) else value)
              for name, value in fields.items()}
     return catalogue(language)[key].format(**shown)
+
+
+def _number(value: float, mark: str) -> str:
+    """``10`` for 10.0, ``12,3`` (pt-BR) or ``12.3`` (en) for 12.34."""
+    return str(int(value)) if value.is_integer() else f"{value:.1f}".replace(".", mark)
 
 
 def shop_lines(language: str, kind: str, reason_key: str | None, fields: Mapping[str, Any],
