@@ -21,7 +21,7 @@ LAYERS = [
     ("pipeline",),
     ("watch", "scan", "worker", "backup", "restore", "cleanup", "scheduler"),
     ("app",),
-    ("health", "http", "httpserver", "systemd", "diagnose"),
+    ("health", "http", "httpserver", "systemd", "diagnose", "web"),
     ("cli", "__main__"),
 ]
 STAGES = ("validate", "removal", "compose", "publish")

@@ -126,11 +126,14 @@ def _operations(settings: config.Settings, app: App) -> http.Server | None:
     from watcher import http
     from watcher.health import Health
     from watcher.systemd import Notifier
+    from watcher.web import Page
 
     health = Health(app, secrets=[settings.gradio_token, settings.ui_token])
     health.attach()
     Notifier(health.live).attach(app)
-    return http.serve(settings, health, app.metrics)
+    page = Page(app)  # the shop's page at /
+    page.attach()
+    return http.serve(settings, health, app.metrics, page)
 
 
 def cmd_health(settings: config.Settings, args: argparse.Namespace) -> int:
