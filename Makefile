@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench bench-options syspkgs model clean
+.PHONY: setup run test bench bench-options syspkgs model clean screenshot
 
 # Debian packages, installed only when missing and running as root (named otherwise): see
 # tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
@@ -42,12 +42,21 @@ $(PROMTOOL): | $(BIN)/python
 	then echo "promtool: $@"; else echo "promtool unavailable: its tests are skipped" >&2; fi; \
 	rm -rf $$tmp
 
+# The shop's page is tested in a real browser: Debian's chromium and chromium-driver.
+BROWSER_PKGS := chromium chromium-driver
+
 test: setup $(PROMTOOL)
+	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(MAKE) syspkgs EXTRA_SYS_DEPS=libvips-tools
 	$(BIN)/python bench/run.py
+
+# docs/status-page.png: the shop's page over the sample photos, taken by headless Chromium.
+screenshot: setup
+	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS)"
+	$(BIN)/python tools/screenshot.py docs/status-page.png
 
 # Faster ways to run the local model, against the daemon's own (bench/model_options.py). Their
 # packages (openvino, onnx) are not thumbgen's dependencies: they get a venv of their own.

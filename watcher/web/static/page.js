@@ -5,6 +5,7 @@
   var POLL_MS = 2000;
   var live = document.getElementById("live");
   var token = document.querySelector('meta[name="thumbgen-token"]');
+  var shown = null;  // the live part last put in, to touch the page only when it changed
 
   function refresh() {
     var address = new URL(window.location.href);
@@ -13,9 +14,9 @@
     fetch(part, { credentials: "same-origin", cache: "no-store" })
       .then(function (answer) { return answer.ok ? answer.text() : null; })
       .then(function (html) {
-        if (html !== null && live && live.dataset.shown !== html) {
+        if (html !== null && live && shown !== html) {
           live.innerHTML = html;
-          live.dataset.shown = html;
+          shown = html;
         }
       })
       .catch(function () { /* the daemon restarts: try again at the next tick */ })
