@@ -5,9 +5,10 @@ Sections (all medians; nothing is asserted, targets are only reported):
   2. whole pipeline, local model, 2 workers, 12 MP: images/s and where the time goes
   3. peak RSS, 2 workers, 24 MP photos
   4. burst of 10 000 small files vs 100: memory per queued file
-then bench/remote.py (the remote backend's bench, owned separately) when it exists.
+then bench/remote.py (the remote backend's bench, owned separately) when it exists, and
+  6. peak RSS with the shop's page open and 200 thumbnails in its gallery (bench/page.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,page]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -30,12 +31,13 @@ sys.path.insert(0, str(HERE))
 
 import inputs  # noqa: E402
 import memory  # noqa: E402
+import page  # noqa: E402
 import stage_compose  # noqa: E402
 import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
-SECTIONS = ("compose", "pipeline", "rss", "burst", "remote")
+SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "page")
 REMOTE_TIMEOUT = 240
 
 
@@ -106,6 +108,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         ("burst", f"4. burst memory: {burst_big} small files vs 100",
          lambda: memory.burst(big=burst_big)),
         ("remote", "5. remote backend (bench/remote.py)", remote),
+        ("page", "6. the shop's page open, 200 thumbnails, 2 workers, 12 MP photos",
+         lambda: page.page_rss(inputs.photos("12mp", n12), 60 if quick else 200)),
     ]
 
 
