@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Daemon]:
-    d = start_shop(tmp_path_factory.mktemp("nojs"))
+    d = start_shop(tmp_path_factory.mktemp("nojs"), photos=(), junk=False)
     yield d
     d.stop()
 
