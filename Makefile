@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench bench-options contact-sheet syspkgs model clean image test-image
+.PHONY: setup run test bench bench-options contact-sheet syspkgs model clean image test-image screenshot
 
 # Debian packages, installed only when missing and running as root (named otherwise): see
 # tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
@@ -42,7 +42,11 @@ $(PROMTOOL): | $(BIN)/python
 	then echo "promtool: $@"; else echo "promtool unavailable: its tests are skipped" >&2; fi; \
 	rm -rf $$tmp
 
+# The shop's page is tested in a real browser: Debian's chromium and chromium-driver.
+BROWSER_PKGS := chromium chromium-driver
+
 test: setup $(PROMTOOL)
+	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -52,6 +56,12 @@ bench: setup
 # docs/presets.png: every preset of the sample photos, made by the real pipeline and local model
 contact-sheet: setup
 	$(BIN)/python bench/contact_sheet.py
+
+
+# docs/status-page.png: the shop's page over the sample photos, taken by headless Chromium.
+screenshot: setup
+	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS)"
+	$(BIN)/python tools/screenshot.py docs/status-page.png
 
 # Faster ways to run the local model, against the daemon's own (bench/model_options.py). Their
 # packages (openvino, onnx) are not thumbgen's dependencies: they get a venv of their own.

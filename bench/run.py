@@ -7,8 +7,9 @@ Sections (all medians; nothing is asserted, targets are only reported):
   4. burst of 10 000 small files vs 100: memory per queued file
   5. bench/remote.py (the remote backend's bench, owned separately) when it exists
   6. outputs: the whole render of a 12 MP photo with 1 output vs 4, and each output's steps
+  7. peak RSS with the shop's page open and 200 thumbnails in its gallery (bench/page.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -32,12 +33,13 @@ sys.path.insert(0, str(HERE))
 import inputs  # noqa: E402
 import memory  # noqa: E402
 import outputs  # noqa: E402
+import page  # noqa: E402
 import stage_compose  # noqa: E402
 import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
-SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs")
+SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page")
 REMOTE_TIMEOUT = 240
 
 
@@ -114,6 +116,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         ("remote", "5. remote backend (bench/remote.py)", remote),
         ("outputs", "6. outputs: 1 vs 4 per 12 MP photo (default | + amazon, mercadolivre, "
          "cutout), one core", outputs_),
+        ("page", "7. the shop's page open, 200 thumbnails, 2 workers, 12 MP photos",
+         lambda: page.page_rss(inputs.photos("12mp", n12), 60 if quick else 200)),
     ]
 
 

@@ -150,7 +150,7 @@ def test_metrics_route_serves_the_registry_in_both_formats() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.files.labels("done").inc(3)
     table = http.routes(None, metrics)
-    assert set(table) == {"/", "/metrics"}  # health endpoints off
+    assert set(table) == {"/", "/api", "/metrics"}  # health endpoints off
     assert json.loads(table["/"]({}).body)["endpoints"] == ["/metrics"]
 
     plain = table["/metrics"]({})

@@ -15,13 +15,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 
 # Top to bottom of the README's drawing; a module may import its own layer and the ones above.
 LAYERS = [
-    ("errors", "model", "config", "masking", "outputs"),
+    ("errors", "model", "config", "masking", "outputs", "messages"),
     ("metrics", "logging", "claim", "inbox", "models", "faults"),
     ("stages",),
     ("pipeline",),
     ("watch", "scan", "worker", "backup", "restore", "cleanup", "scheduler"),
     ("app",),
-    ("health", "http", "httpserver", "systemd", "diagnose"),
+    ("health", "http", "httpserver", "systemd", "diagnose", "web"),
     ("cli", "__main__"),
 ]
 STAGES = ("validate", "removal", "refine", "compose", "publish")

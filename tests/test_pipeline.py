@@ -78,7 +78,8 @@ class RaisingRemover(CentreRemover):
 
 
 def _tree(make_settings: Callable[..., Settings], settle: float) -> Settings:
-    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=settle)
+    # the notes' first lines in English, as the tests below compare them with the log's reasons
+    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=settle, LANGUAGE="en")
     for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
                    s.state_path, s.background_path):
         folder.mkdir(parents=True, exist_ok=True)
@@ -474,3 +475,27 @@ def test_the_wait_of_an_unfinished_upload_is_said_once(
     assert first.status is second.status is JobStatus.RELEASED
     assert (first.quiet, second.quiet) == (False, True)
     assert "waits in the inbox" not in first.reason
+
+
+def test_the_notes_first_two_lines_are_in_the_shops_language(
+        make_settings: Callable[..., Settings]) -> None:
+    """LANGUAGE pt-BR (the default): the shop's lines in Portuguese, the technical ones as ever."""
+    s = make_settings(OUTPUT_SIZE=300, WORKERS=1, SETTLE_SECONDS=0)
+    assert s.language == "pt-BR"
+    for folder in (s.upload_path, s.failed_path, s.state_path):
+        folder.mkdir(parents=True, exist_ok=True)
+    claims = Claims(s.upload_path, s.state_path, s.worker_id)
+    claims.setup()
+    (s.upload_path / "lista.jpg").write_bytes(b"uma lista de compras\n")
+    claimed = claims.claim(PurePosixPath("lista.jpg"))
+    assert claimed is not None
+    job = Pipeline(s, CentreRemover(), Metrics(CollectorRegistry())).run(
+        Job(rel=PurePosixPath("lista.jpg"), claimed=claimed), claims)
+
+    lines = (s.failed_path / "lista.jpg.erro.txt").read_text().splitlines()
+    assert lines[0] == "O arquivo não é uma foto em um formato aceito (JPEG, PNG, WebP)."
+    assert lines[1] == ("Salve a imagem em um dos formatos aceitos e coloque esse arquivo em "
+                        "produtos/.")
+    assert lines[3:5] == ["file: lista.jpg", "stage: validate"]
+    assert lines[-1] == "kind: not_a_photo"
+    assert job.reason.startswith("The file is not a photo")  # the log stays in English

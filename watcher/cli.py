@@ -17,14 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from watcher import __version__, config
+from watcher import __version__, config, messages
 from watcher import logging as log_setup
-from watcher.errors import ConfigError, ModelError, ThumbgenError
+from watcher.errors import ConfigError, ModelError, RejectedImage, ThumbgenError
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.stages.removal.base import Remover
@@ -145,11 +146,14 @@ def _operations(settings: config.Settings, app: App) -> http.Server | None:
     from watcher import http
     from watcher.health import Health
     from watcher.systemd import Notifier
+    from watcher.web import Page
 
     health = Health(app)
     health.attach()
     Notifier(health.live).attach(app)
-    return http.serve(settings, health, app.metrics)
+    page = Page(app)  # the shop's page at /
+    page.attach()
+    return http.serve(settings, health, app.metrics, page)
 
 
 def cmd_health(settings: config.Settings, args: argparse.Namespace) -> int:
@@ -206,13 +210,13 @@ def _inputs(paths: list[Path]) -> list[tuple[Path, PurePosixPath]]:
     return found
 
 
-def _progress(done: int, total: int, failed: int) -> None:
+def _progress(done: int, total: int, failed: int, failed_word: str = "failed") -> None:
     if not sys.stderr.isatty() and done not in (total,) and done % 50:
         return
     width = 30
     filled = int(width * done / max(total, 1))
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-                     f"  failed: {failed}")
+                     f"  {failed_word}: {failed}")
     if done == total:
         sys.stderr.write("\n")
     sys.stderr.flush()
@@ -240,6 +244,8 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
                               "process")
             checked.extend((rel, problem) for problem in rendered.problems)
             return None
+        except RejectedImage as exc:  # the shop's two lines, in LANGUAGE
+            return " ".join(exc.shop_lines(settings.language)).strip()
         except ThumbgenError as exc:
             return getattr(exc, "reason", str(exc))
         except Exception as exc:  # one bad file never stops the pass
@@ -247,21 +253,22 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
             return f"{type(exc).__name__}: {exc}"
 
     problems: list[tuple[Path, str]] = []
-    _progress(0, len(items), 0)
+    say = partial(messages.text, settings.language)
+    _progress(0, len(items), 0, say("process.failed"))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, src, rel): src for src, rel in items}
         for n, future in enumerate(as_completed(futures), 1):
             problem = future.result()
             if problem:
                 problems.append((futures[future], problem))
-            _progress(n, len(items), len(problems))
+            _progress(n, len(items), len(problems), say("process.failed"))
     for source, problem in sorted(problems):  # after the bar, so the two never share a line
         logger.bind(file=str(source)).warning("{}: {}", source, problem)
     for rel, problem in sorted(checked):
         print(f"{rel} → {problem}")
     failed = len(problems)
-    print(f"{len(items) - failed} thumbnail(s) written to {out}, {failed} failed"
-          + (f", {len(checked)} output check(s) failed" if checked else ""))
+    print(say("process.summary", done=len(items) - failed, folder=out, failed=failed)
+          + (say("process.checks_failed", count=len(checked)) if checked else ""))
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from watcher import messages
 from watcher import outputs as output_plan
 from watcher.errors import ConfigError
 from watcher.masking import mask_secret, mask_text, url_secrets
@@ -260,6 +261,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("HTTP_HOST", _parse_str, "127.0.0.1", "Address of the health and metrics server."),
     _opt("HTTP_PORT", _parse_int, 8080, "Port of the health and metrics server (0 = any free port).",
          check=_port_ok),
+    _opt("LANGUAGE", messages.parse_language, messages.DEFAULT,
+         "Language of the shop's page, of the first two lines of each .erro.txt and of what "
+         "`thumbgen process` says about a photo: pt-BR or en."),
+    _opt("UI_TOKEN", _parse_str, "", "Access code the shop's page asks before uploads and "
+         "retries when HTTP_HOST is not a loopback address; without one the page is read-only "
+         "there.", secret=True),
     _opt("METRICS_ENABLED", _parse_bool, True, "Serve /metrics."),
     _opt("HEALTH_CHECK_ENABLED", _parse_bool, True, "Serve /health, /livez and /readyz."),
     _opt("WATCH_MODE", _choice("auto", "native", "polling"), "auto",
@@ -330,6 +337,8 @@ class Settings:
     cache_ttl: int
     http_host: str
     http_port: int
+    language: str
+    ui_token: str
     metrics_enabled: bool
     health_check_enabled: bool
     watch_mode: Literal["auto", "native", "polling"]

@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from watcher import messages
+
 
 class ThumbgenError(Exception):
     """Base class of every error thumbgen raises on purpose."""
@@ -43,44 +48,43 @@ REJECT_KINDS = (
 )
 UNEXPECTED = "unexpected"  # a bug or an unforeseen error: the file is kept, the log has the rest
 
-# What the shop can do about it: the second line of the .erro.txt, under the reason.
-ADVICE = {
-    "link": "Copy the photo itself into produtos/, not a shortcut or link to it.",
-    "not_a_file": "Put a photo file into produtos/ instead.",
-    "empty": "Copy the photo into produtos/ again and wait until the copy has finished.",
-    "too_large": "Save a smaller copy of the photo (a lower quality or size) and put that in "
-                 "produtos/.",
-    "too_many_pixels": "Save a copy of the photo with fewer pixels and put that in produtos/.",
-    "not_a_photo": "Save the picture in one of the accepted formats and put that file in "
-                   "produtos/.",
-    "format_not_accepted": "Save the picture in one of the accepted formats and put that file "
-                           "in produtos/.",
-    "incomplete": "Copy the photo into produtos/ again and wait until the copy has finished.",
-    "damaged": "Download or export the photo again and put the new copy in produtos/.",
-    "no_product": "Use a photo where the product stands out clearly from its background.",
-    "refused_by_remote": "Try another photo of the product; if many photos fail like this, tell "
-                         "whoever runs thumbgen.",
-    UNEXPECTED: "Move the photo back into produtos/ to try again; if it fails again, tell "
-                "whoever runs thumbgen.",
-}
+# What the shop can do about it: the second line of the .erro.txt, under the reason. English here
+# (tests and logs); the note itself is written in LANGUAGE from the catalogues of watcher/messages.
+ADVICE = {kind: messages.text(messages.ENGLISH, f"advice.{kind}")
+          for kind in (*REJECT_KINDS, UNEXPECTED)}
 
 
 class RejectedImage(ThumbgenError):
     """The input cannot become a thumbnail.
 
     ``reason`` is one plain sentence a shop assistant understands; ``detail`` is for engineers;
-    ``kind`` is one of ``REJECT_KINDS``, for counting.
+    ``kind`` is one of ``REJECT_KINDS``, for counting. ``key`` and ``fields`` name the sentence in
+    the message catalogues (``reason.<key>``), so the shop reads it in its own language; build one
+    with ``because()``, which takes the English ``reason`` from the catalogue too.
     """
 
     def __init__(self, reason: str, detail: str = "", stage: str = "validate", *,
-                 kind: str) -> None:
+                 kind: str, key: str | None = None, fields: Mapping[str, Any] | None = None) -> None:
         if kind not in REJECT_KINDS:
             raise ValueError(f"unknown rejection kind {kind!r}")
         self.reason = reason
         self.detail = detail
         self.stage = stage
         self.kind = kind
+        self.key = key
+        self.fields = dict(fields or {})
         super().__init__(f"{reason} ({detail})" if detail else reason)
+
+    @classmethod
+    def because(cls, key: str, detail: str = "", stage: str = "validate", *, kind: str,
+                **fields: Any) -> RejectedImage:
+        """The rejection whose sentence is ``reason.<key>`` of the catalogues."""
+        return cls(messages.text(messages.ENGLISH, f"reason.{key}", **fields), detail, stage,
+                   kind=kind, key=key, fields=fields)
+
+    def shop_lines(self, language: str) -> tuple[str, str]:
+        """What a shop reads in ``language``: what is wrong, and what to do."""
+        return messages.shop_lines(language, self.kind, self.key, self.fields, self.reason)
 
 
 class RemovalUnavailable(ThumbgenError):

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from loguru import logger
@@ -87,8 +87,20 @@ def routes(health: Health | None, metrics: Metrics | None) -> dict[str, Route]:
         table["/metrics"] = scrape
     if table:  # someone who opens the address in a browser learns what is there
         listing = {"service": f"thumbgen {__version__}", "endpoints": sorted(table)}
-        table["/"] = lambda headers: _json(200, listing)
+        table["/"] = table["/api"] = lambda headers: _json(200, listing)
     return table
+
+
+class Page(Protocol):
+    """The shop's page (``watcher.web``): answers what the operations table does not, and ``/``
+    unless the client asks for JSON. It writes its whole answer through the handler."""
+
+    def handle(self, handler: BoundedHandler) -> None: ...
+
+
+def _wants_json(headers: Mapping[str, str]) -> bool:
+    accept = headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
 
 
 class _Handler(BoundedHandler):
@@ -102,9 +114,19 @@ class _Handler(BoundedHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self._answer(send_body=False)
 
+    def do_POST(self) -> None:  # noqa: N802
+        if self.server.page is None:
+            self.send_error(501)  # as before the page: no POST route at all
+        else:
+            self.server.page.handle(self)
+
     def _answer(self, send_body: bool) -> None:
         path = urlsplit(self.path).path
         route = self.server.table.get(path)
+        page = self.server.page
+        if page is not None and (route is None or (path == "/" and not _wants_json(self.headers))):
+            page.handle(self)
+            return
         if route is None:
             response = Response(404, b"not found\n", "text/plain")
         else:
@@ -125,19 +147,23 @@ class _Handler(BoundedHandler):
 class OpsServer(BoundedHTTPServer):
     """The bounded server with the route table, the probes on their reserved slots."""
 
-    def __init__(self, address: tuple[str, int], table: dict[str, Route], **bounds: Any) -> None:
+    def __init__(self, address: tuple[str, int], table: dict[str, Route],
+                 page: Page | None = None, **bounds: Any) -> None:
         self.table = table
+        self.page = page
         super().__init__(address, _Handler, reserved_paths=PROBES, **bounds)
 
 
 class Server:
     """The server in its own daemon thread; ``url`` is known once ``start()`` has bound."""
 
-    def __init__(self, host: str, port: int, table: dict[str, Route], **bounds: Any) -> None:
+    def __init__(self, host: str, port: int, table: dict[str, Route], page: Page | None = None,
+                 **bounds: Any) -> None:
         """``bounds``: keywords of ``BoundedHTTPServer`` (slots, deadlines), for the tests."""
         self.host = host
         self.port = port
         self.table = table
+        self.page = page
         self.bounds = bounds
         self.address_file: Path | None = None
         self._httpd: OpsServer | None = None
@@ -145,7 +171,8 @@ class Server:
 
     def start(self) -> None:
         try:
-            self._httpd = OpsServer((self.host, self.port), self.table, **self.bounds)
+            self._httpd = OpsServer((self.host, self.port), self.table, self.page,
+                                    **self.bounds)
         except OSError as exc:
             why = f"cannot listen there: {exc.strerror or exc}"
             if exc.errno == errno.EADDRINUSE:
@@ -179,20 +206,23 @@ def _connect_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def serve(settings: Settings, health: Health | None, metrics: Metrics | None) -> Server | None:
-    """Start the server with the endpoints the settings switch on; None when all are off."""
+def serve(settings: Settings, health: Health | None, metrics: Metrics | None,
+          page: Page | None = None) -> Server | None:
+    """Start the server with the endpoints the settings switch on, and the shop's ``page``;
+    None when all are off."""
     table = routes(health if settings.health_check_enabled else None,
                    metrics if settings.metrics_enabled else None)
-    if not table:
+    if not table and page is None:
         logger.info("HTTP server off (HEALTH_CHECK_ENABLED and METRICS_ENABLED are false)")
         return None
-    server = Server(settings.http_host, settings.http_port, table)
+    server = Server(settings.http_host, settings.http_port, table, page)
     server.start()
     try:
         server.address_file = write_address(settings.state_path, server, settings.worker_id)
     except OSError as exc:  # only `thumbgen health` with HTTP_PORT=0 needs it
         logger.warning("cannot write {}: {}", settings.state_path / ADDRESS_FILE, exc)
-    logger.info("HTTP server on {} ({})", server.url, " ".join(sorted(table)))
+    logger.info("HTTP server on {} ({}{})", server.url, " ".join(sorted(table)),
+                " and the shop's page" if page is not None else "")
     return server
 
 

@@ -39,7 +39,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -140,9 +140,13 @@ class BoundedHandler(BaseHTTPRequestHandler):
         400 for a bad one or a body cut short, 413 beyond ``max_bytes``, 408 past the deadline.
         The handler answers a ``RequestError`` it lets through with its status.
         """
+        return b"".join(self.body_chunks(max_bytes))
+
+    def body_chunks(self, max_bytes: int, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        """``read_body`` as it arrives, for bodies not to be held in memory (uploads); the same
+        deadline and the same errors, raised from the iteration."""
         length = self._content_length(max_bytes)
         started = time.monotonic()
-        chunks: list[bytes] = []
         got = 0
         try:
             while got < length:
@@ -152,17 +156,16 @@ class BoundedHandler(BaseHTTPRequestHandler):
                 if remaining <= 0:
                     raise TimeoutError
                 self.connection.settimeout(remaining)
-                chunk = self.rfile.read1(min(length - got, 64 * 1024))
+                chunk = self.rfile.read1(min(length - got, chunk_size))
                 if not chunk:
                     raise RequestError(HTTPStatus.BAD_REQUEST, "body cut short")
-                chunks.append(chunk)
                 got += len(chunk)
+                yield chunk
         except TimeoutError:
             raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"{got} of {length} bytes of body in "
                                f"{time.monotonic() - started:.0f} s: too slow") from None
         finally:
             self.connection.settimeout(self.timeout)
-        return b"".join(chunks)
 
     def _discard_rest(self) -> None:
         """Read what the client still sends, for a moment: closing on unread bytes resets the

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -23,9 +23,10 @@ from typing import ContextManager
 from loguru import logger
 from PIL import Image
 
+from watcher import messages
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.errors import (ADVICE, UNEXPECTED, ClaimLost, ModelError, RejectedImage,
+from watcher.errors import (UNEXPECTED, ClaimLost, ModelError, RejectedImage,
                             RemovalUnavailable)
 from watcher.faults import Faults, folder_of, is_setup_error, probe_write
 from watcher.metrics import Metrics
@@ -39,8 +40,7 @@ from watcher.stages.removal.base import Remover
 
 # Errors of the disk itself: the photo is fine, so it waits in the inbox instead of _falhas/.
 _TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ESTALE}
-UNEXPECTED_REASON = ("An unexpected error stopped this photo from being processed; the file is "
-                     "kept unchanged and the details are in the daemon's log.")
+UNEXPECTED_REASON = messages.text(messages.ENGLISH, "reason.unexpected")
 # A file's own alpha counts as a cut-out when at least this share of it is transparent.
 _OWN_ALPHA_MIN_TRANSPARENT = 0.01
 # A file that cannot be read yet may be an upload that paused longer than SETTLE_SECONDS: it goes
@@ -108,6 +108,7 @@ class Pipeline:
         self.folders = Folders(settings.output_path, settings.processed_path,
                                settings.failed_path)
         self.tag = settings.worker_id
+        self.language = settings.language  # of the shop's lines of each .erro.txt
         self.faults = Faults()
         self.incomplete_grace = INCOMPLETE_GRACE_SETTLES * settings.settle_seconds
         self.incomplete_hold = _INCOMPLETE_RECHECK_SETTLES * settings.settle_seconds
@@ -227,7 +228,7 @@ class Pipeline:
                 return
             self._forget_incomplete(job.rel)
             self._reject(job, fence, exc.reason, exc.kind, exc.stage, type(exc).__name__,
-                         exc.detail, JobStatus.REJECTED)
+                         exc.detail, JobStatus.REJECTED, exc.key, exc.fields)
         except RemovalUnavailable as exc:
             self._release(job, claims, str(exc))
         except ModelError as exc:
@@ -329,15 +330,19 @@ class Pipeline:
         logger.bind(file=str(job.rel)).exception("unexpected error processing {}", job.rel)
         stage = next(reversed(job.durations), "validate") if job.durations else "validate"
         self._reject(job, fence, UNEXPECTED_REASON, UNEXPECTED, stage, type(exc).__name__,
-                     str(exc), JobStatus.FAILED)
+                     str(exc), JobStatus.FAILED, key=UNEXPECTED)
 
     def _reject(self, job: Job, fence: publish.Fence, reason: str, kind: str, stage: str,
-                error: str, detail: str, status: JobStatus) -> None:
+                error: str, detail: str, status: JobStatus, key: str | None = None,
+                fields: Mapping[str, object] | None = None) -> None:
+        """To _falhas/ with its note: the shop's two lines (``reason.<key>`` and the advice for
+        ``kind``) in LANGUAGE, the technical lines and the log in English."""
         assert job.claimed is not None
+        shop_reason, advice = messages.shop_lines(self.language, kind, key, fields or {}, reason)
         with self._writing("failed", self.folders.failed):
             job.output = publish.reject(job.claimed, self.folders.failed, job.rel,
-                                        reason=reason, kind=kind, stage=stage, error=error,
-                                        detail=detail, advice=ADVICE.get(kind, ""), fence=fence)
+                                        reason=shop_reason, kind=kind, stage=stage, error=error,
+                                        detail=detail, advice=advice, fence=fence)
         job.reason, job.kind = reason, kind
         job.status = status
 

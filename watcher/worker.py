@@ -96,6 +96,8 @@ class WorkerPool:
         self.release_hold = RELEASE_HOLD_SECONDS
         # called as hook(rel, release_hold) when a file went back to the inbox to wait
         self.on_released: list[Callable[[PurePosixPath, float], None]] = []
+        # called with every job that came to an end (the shop's page keeps its gallery so)
+        self.on_finished: list[Callable[[Job], None]] = []
 
     def start(self) -> None:
         for thread in self._threads:
@@ -159,6 +161,8 @@ class WorkerPool:
             self.metrics.failures.labels(job.kind or UNEXPECTED).inc()
         if status is JobStatus.LOST and job.reason:  # not a race lost at the claim itself
             self.metrics.claims_lost.inc()
+        for hook in self.on_finished:
+            hook(job)
         self.beat()
         total_ms = (time.monotonic() - job.started) * 1000
         stages = ", ".join(f"{k} {v * 1000:.0f}" for k, v in job.durations.items())

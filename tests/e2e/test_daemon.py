@@ -86,7 +86,7 @@ def test_hostile_files_are_thumbnailed_or_rejected_with_a_reason(
                 assert im.size == (1200, 1200)
     # the corrupt and truncated ones are among the rejected, with a plain sentence
     note = (daemon.failed / "truncated_jpeg.jpg.erro.txt").read_text()
-    assert note.startswith("The file is not a complete JPEG image")
+    assert note.startswith("O arquivo não é uma imagem JPEG completa")  # LANGUAGE pt-BR
     assert (daemon.failed / "decompression_bomb.gif").exists()
     assert daemon.stop() == 0
 
@@ -165,7 +165,7 @@ def test_symlink_and_fifo_are_rejected_without_hanging(daemon: Daemon, data_dir:
     daemon.wait_idle(3)
     assert (daemon.failed / "link.jpg").is_symlink(), "the link itself is kept in _falhas"
     assert "link" in (daemon.failed / "link.jpg.erro.txt").read_text().splitlines()[0]
-    assert (daemon.failed / "x.jpg.erro.txt").read_text().startswith("The file is a pipe")
+    assert (daemon.failed / "x.jpg.erro.txt").read_text().startswith("O arquivo é um pipe")
     assert (daemon.output / "after.jpg").is_file(), "a FIFO blocked the pipeline"
     assert not (daemon.output / "link.jpg").exists()
     assert secret.read_bytes() == (data_dir / "products" / "caps_cap_03.jpg").read_bytes()
@@ -306,3 +306,12 @@ def test_process_command_leaves_inputs_untouched(tree: Path, data_dir: Path,
     assert {p: p.read_bytes() for p in src.iterdir()} == before
     assert len(visible_files(out)) == 9
     assert "9/10" in proc.stderr or "10/10" in proc.stderr
+    # what it says about a photo is for the shop: in LANGUAGE (pt-BR by default)
+    assert "9 miniatura(s) gravada(s)" in proc.stdout and "1 falharam" in proc.stdout
+    assert "broken.png: O arquivo" in proc.stderr
+    english = subprocess.run([THUMBGEN, "process", str(src / "broken.png"), "--out", str(out)],
+                             cwd=tree, env={**daemon_env(tree), "THUMBGEN_LANGUAGE": "en"},
+                             capture_output=True, text=True, timeout=120)
+    assert english.returncode == 1
+    assert "0 thumbnail(s) written" in english.stdout and "1 failed" in english.stdout
+    assert "broken.png: The file" in english.stderr

@@ -21,7 +21,7 @@ from tests.gradio_app import GradioServer, free_port
 
 pytestmark = pytest.mark.e2e
 
-REFUSED_FIRST_LINE = "The background-removal service cannot read this photo"
+REFUSED_FIRST_LINE = "O serviço de remoção de fundo não consegue ler esta foto"  # pt-BR
 
 
 def drop(inbox: Path, name: str, shade: int = 0, width: int = 400) -> Path:

@@ -146,17 +146,20 @@ def _fill(spec: OutputSpec, size: tuple[int, int], product: Image.Image) -> Chec
 
 def _background(image: Image.Image, product: Image.Image | None,
                 at: tuple[int, int]) -> CheckResult:
-    """Exactly white at the border, and in every 8×8 block the product does not touch."""
+    """Exactly white in every 8×8 block the product does not touch (the border included, but
+    where a product cut by the photo's frame stands on the canvas's edge); without the product's
+    place, exactly white at the border."""
     image.load()  # the decode: most of the cost of every check
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     w, h = rgb.size
-    darkest = 255
-    for strip in ((0, 0, w, BORDER), (0, h - BORDER, w, h), (0, 0, BORDER, h),
-                  (w - BORDER, 0, w, h)):
-        darkest = min(darkest, *(low for low, _ in rgb.crop(strip).getextrema()))
-    if darkest < 255:
-        return CheckResult("background", False, f"background: the border is not white "
-                                                f"(darkest {darkest})")
+    if product is None:
+        darkest = 255
+        for strip in ((0, 0, w, BORDER), (0, h - BORDER, w, h), (0, 0, BORDER, h),
+                      (w - BORDER, 0, w, h)):
+            darkest = min(darkest, *(low for low, _ in rgb.crop(strip).getextrema()))
+        if darkest < 255:
+            return CheckResult("background", False, f"background: the border is not white "
+                                                    f"(darkest {darkest})")
     # per block: > 0 when any pixel of it is not white (one in 64 still averages to 4)
     grey = np.asarray(rgb.point(_NOT_WHITE * 3).reduce(BLOCK)).max(axis=2) > 0
     if product is not None:

@@ -164,9 +164,8 @@ def product_box(mask: Image.Image) -> tuple[int, int, int, int]:
     """The box around the product in ``mask``; RejectedImage when the mask holds nothing."""
     box = mask.point(lambda v: 255 if v >= TRIM_THRESHOLD else 0).getbbox()
     if box is None:
-        raise RejectedImage("No product could be found in the photo (the background removal "
-                            "left nothing).", "empty mask", stage="compose",
-                            kind="no_product")
+        raise RejectedImage.because("no_product", "empty mask", stage="compose",
+                                    kind="no_product")
     return box
 
 

@@ -75,25 +75,23 @@ def read_input(path: Path, max_bytes: int) -> bytes:
         fd = os.open(path, flags)
     except OSError as exc:
         if os.path.islink(path):
-            raise RejectedImage("The file is a link to another file, not a photo; links are "
-                                "never followed.", f"symlink: {exc}", kind="link") from None
+            raise RejectedImage.because("symlink", f"symlink: {exc}", kind="link") from None
         raise
     try:
         st = os.fstat(fd)
         _check_kind(st)
         if st.st_size > max_bytes:
-            raise RejectedImage(
-                f"The file is too large ({_mib(st.st_size)}); the limit is {_mib(max_bytes)}.",
-                f"{st.st_size} bytes > MAX_FILE_SIZE {max_bytes}", kind="too_large")
+            raise RejectedImage.because(
+                "too_large_size", f"{st.st_size} bytes > MAX_FILE_SIZE {max_bytes}",
+                kind="too_large", size=_mib(st.st_size), limit=_mib(max_bytes))
         if st.st_size == 0:
-            raise RejectedImage("The file is empty (0 bytes); it may still have been uploading.",
-                                "size 0", kind="empty")
+            raise RejectedImage.because("empty", "size 0", kind="empty")
         chunks, total = [], 0
         while chunk := os.read(fd, 1 << 20):
             total += len(chunk)
             if total > max_bytes:  # grew while we read it
-                raise RejectedImage(f"The file is too large; the limit is {_mib(max_bytes)}.",
-                                    f"more than {max_bytes} bytes read", kind="too_large")
+                raise RejectedImage.because("too_large", f"more than {max_bytes} bytes read",
+                                            kind="too_large", limit=_mib(max_bytes))
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
@@ -102,18 +100,16 @@ def read_input(path: Path, max_bytes: int) -> bytes:
 
 def _check_kind(st: os.stat_result) -> None:
     if stat.S_ISFIFO(st.st_mode):
-        raise RejectedImage("The file is a pipe (FIFO), not a photo.", "S_ISFIFO",
-                            kind="not_a_file")
+        raise RejectedImage.because("fifo", "S_ISFIFO", kind="not_a_file")
     if not stat.S_ISREG(st.st_mode):
-        raise RejectedImage("The file is a special file (device or socket), not a photo.",
-                            f"st_mode {st.st_mode:o}", kind="not_a_file")
+        raise RejectedImage.because("special_file", f"st_mode {st.st_mode:o}", kind="not_a_file")
     if st.st_nlink > 1:
-        raise RejectedImage("The file is a hard link to another file; copy the photo into the "
-                            "folder instead.", f"st_nlink {st.st_nlink}", kind="link")
+        raise RejectedImage.because("hard_link", f"st_nlink {st.st_nlink}", kind="link")
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1024**2:.1f} MB"
+def _mib(n: int) -> float:
+    """Megabytes (MiB) for a message: written with one decimal in the shop's language."""
+    return n / 1024**2
 
 
 def sniff(data: bytes) -> str | None:
@@ -132,11 +128,12 @@ def decode(data: bytes, limits: Limits) -> Photo:
     fmt = sniff(data)
     allowed = ", ".join(_HUMAN[f] for f in limits.allowed_formats)
     if fmt is None:
-        raise RejectedImage(f"The file is not a photo in a supported format ({allowed}).",
-                            f"unknown signature {data[:12].hex()}", kind="not_a_photo")
+        raise RejectedImage.because("not_a_photo", f"unknown signature {data[:12].hex()}",
+                                    kind="not_a_photo", allowed=allowed)
     if fmt not in limits.allowed_formats:
-        raise RejectedImage(f"{_HUMAN[fmt]} files are not accepted here (accepted: {allowed}).",
-                            f"format {fmt} not in ALLOWED_FORMATS", kind="format_not_accepted")
+        raise RejectedImage.because("format_not_accepted", f"format {fmt} not in ALLOWED_FORMATS",
+                                    kind="format_not_accepted", format=_HUMAN[fmt],
+                                    allowed=allowed)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -151,34 +148,35 @@ def decode(data: bytes, limits: Limits) -> Photo:
     except RejectedImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RejectedImage("The image has far too many pixels to be a product photo.",
-                            f"{type(exc).__name__}: {exc}", kind="too_many_pixels") from None
+        raise RejectedImage.because("pixel_bomb", f"{type(exc).__name__}: {exc}",
+                                    kind="too_many_pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError,
             TypeError, KeyError, ZeroDivisionError) as exc:
         # Pillow reports corrupt and truncated data with a zoo of exception types.
-        reason, kind = _corrupt_reason(fmt, exc)
-        raise RejectedImage(reason, f"{type(exc).__name__}: {exc}", kind=kind) from None
+        kind = _corrupt_kind(exc)
+        raise RejectedImage.because(kind, f"{type(exc).__name__}: {exc}", kind=kind,
+                                    format=_HUMAN[fmt]) from None
     return Photo(data=data, format=fmt, original_size=original_size, image=image)
 
 
-def _corrupt_reason(fmt: str, exc: Exception) -> tuple[str, str]:
-    """The plain sentence and the kind for a file Pillow could not decode."""
+def _corrupt_kind(exc: Exception) -> str:
+    """``incomplete`` or ``damaged`` (also the sentence's key) for a file Pillow could not
+    decode."""
     text = str(exc).lower()
     if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):
-        return (f"The file is not a complete {_HUMAN[fmt]} image (it may still have been "
-                "uploading).", "incomplete")
-    return f"The file is damaged and cannot be read as a {_HUMAN[fmt]} image.", "damaged"
+        return "incomplete"
+    return "damaged"
 
 
 def _check_pixels(im: Image.Image, max_pixels: int) -> None:
     width, height = im.size
     if width <= 0 or height <= 0:
-        raise RejectedImage("The image has no pixels.", f"size {im.size}", kind="damaged")
+        raise RejectedImage.because("no_pixels", f"size {im.size}", kind="damaged")
     if width * height > max_pixels:
-        raise RejectedImage(
-            f"The image is too large ({width}×{height} pixels); the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels.", f"{width * height} > MAX_PIXELS {max_pixels}",
-            kind="too_many_pixels")
+        raise RejectedImage.because(
+            "too_many_pixels", f"{width * height} > MAX_PIXELS {max_pixels}",
+            kind="too_many_pixels", width=width, height=height,
+            megapixels=f"{max_pixels / 1e6:.0f}")
 
 
 def _draft_size(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from typing import ContextManager
 from loguru import logger
 from PIL import Image
 
+from watcher import messages
 from watcher.errors import ModelError, RejectedImage, RemovalUnavailable
 from watcher.metrics import Metrics
 from watcher.stages.removal.base import Remover
@@ -28,8 +29,7 @@ from watcher.stages.removal.cache import MaskCache, content_key
 from watcher.stages.removal.pacing import Backoff, RateLimit
 from watcher.stages.removal.remote import RefusedInput, RemoteBackend, RemoteError, TransientError
 
-REFUSED_REASON = ("The background-removal service cannot read this photo; saving it again as a "
-                  "JPEG or PNG usually helps.")
+REFUSED_REASON = messages.text(messages.ENGLISH, "reason.refused_by_remote")
 _NO_ANSWER = {"unreachable", "timeout", "interrupted"}  # kinds where nobody answered
 # The service is up but busy: back off and retry, but this is no outage for the breaker.
 _BUSY = {"queue_full", "rate_limited"}
@@ -324,8 +324,9 @@ class RemoteRemover:
         if proven:
             with self._lock:
                 self._refusals.pop(key, None)
-            raise RejectedImage(REFUSED_REASON, f"{self.remote.endpoint} refused it {count} "
-                                f"times: {exc}", stage="remove", kind="refused_by_remote")
+            raise RejectedImage.because("refused_by_remote", f"{self.remote.endpoint} refused "
+                                        f"it {count} times: {exc}", stage="remove",
+                                        kind="refused_by_remote")
         log.warning("the remote refused this photo ({}); refusal {} of {}, the file waits and "
                     "is tried again", exc, count, self.backoff.attempts)
         raise RemovalUnavailable(f"the remote refused this photo ({exc}); it is tried again later")
