@@ -42,7 +42,9 @@ $(PROMTOOL): | $(BIN)/python
 	then echo "promtool: $@"; else echo "promtool unavailable: its tests are skipped" >&2; fi; \
 	rm -rf $$tmp
 
+# bindfs: the network-share tests mount the inbox through FUSE (tests/e2e/test_shares.py)
 test: setup $(PROMTOOL)
+	$(MAKE) syspkgs EXTRA_SYS_DEPS=bindfs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -23,6 +23,7 @@ OUTPUT_FORMAT OUTPUT_QUALITY FILL_RATIO MODEL_PATH WORKER_ID RATE_LIMIT_PER_MINU
 # keys the issues added to the contract (SPEC: where an issue changes it, the issue wins)
 SPEC_KEYS += ["CLAIM_LEASE_SECONDS"]  # issue 9
 SPEC_KEYS += ["OUTPUTS"]  # issue 10
+SPEC_KEYS += ["POLL_INTERVAL"]  # issue 12
 
 TOKEN = "hf_SecretSecretSecret123"
 

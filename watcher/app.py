@@ -69,7 +69,8 @@ class App:
         # ... but no longer than a rescan period, so files come back soon after an outage ends
         self.pool.release_hold = min(self.pool.release_hold, settings.rescan_interval)
         self.watch = Watch(inbox, settings.watch_mode,
-                           InboxHandler(inbox, self.settler.suggest, self.request_scan))
+                           InboxHandler(inbox, self.settler.suggest, self.request_scan),
+                           poll_interval=settings.poll_interval)
         self.started = time.time()
         self.ready = threading.Event()
         self._scan_requests: list[Path] = []
@@ -107,8 +108,8 @@ class App:
             logger.info("returned {} claimed file(s) of stopped daemons to the inbox", returned)
         self.pool.start()
         self.watch.start()
-        logger.info("watching {} ({} mode), {} CPU worker(s), removal by {}", s.upload_path,
-                    self.watch.active_mode, s.cpu_workers, self.remover.name)
+        logger.info("watching {} ({} mode: {}), {} CPU worker(s), removal by {}", s.upload_path,
+                    self.watch.active_mode, self.watch.why, s.cpu_workers, self.remover.name)
         self.rescan("start-up")
         self.ready.set()
         for hook in self.on_ready:
