@@ -5,9 +5,11 @@ Sections (all medians; nothing is asserted, targets are only reported):
   2. whole pipeline, local model, 2 workers, 12 MP: images/s and where the time goes
   3. peak RSS, 2 workers, 24 MP photos
   4. burst of 10 000 small files vs 100: memory per queued file
+  6. backlog: 100 000 waiting at start (READY, first thumbnail, RSS vs 100 waiting), the idle
+     poll's CPU over 100 000 files in 1 000 folders, another shop's photo under a 5 000 backlog
 then bench/remote.py (the remote backend's bench, owned separately) when it exists.
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,backlog]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -28,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import backlog  # noqa: E402
 import inputs  # noqa: E402
 import memory  # noqa: E402
 import stage_compose  # noqa: E402
@@ -35,7 +38,7 @@ import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
-SECTIONS = ("compose", "pipeline", "rss", "burst", "remote")
+SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "backlog")
 REMOTE_TIMEOUT = 240
 
 
@@ -106,6 +109,9 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         ("burst", f"4. burst memory: {burst_big} small files vs 100",
          lambda: memory.burst(big=burst_big)),
         ("remote", "5. remote backend (bench/remote.py)", remote),
+        ("backlog", "6. backlog at start, idle polling, another shop under a backlog",
+         lambda: backlog.start_backlog(big=20_000 if quick else 100_000)
+         + [""] + backlog.fairness(1000 if quick else 5000)),
     ]
 
 
@@ -174,7 +180,8 @@ def versions() -> str:
 
 
 def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
-    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY}
+    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY,
+         **backlog.SUMMARY}
     rows = []
     if "compose" in s:
         wall, cpu = s["compose"]
@@ -195,6 +202,19 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
         rows.append(("burst: RSS per queued file", "paths only",
                      f"{s['bytes_per_file']:.0f} B ({mib(s['burst_growth'])} for the backlog)",
                      ""))
+    if "first_s" in s:
+        rows.append(("backlog at start: READY / first thumbnail", "≤ 5 s / ≤ 5 s",
+                     f"{s['ready_s']:.1f} s / {s['first_s']:.1f} s",
+                     _verdict(s["ready_s"] <= 5 and s["first_s"] <= 5)))
+        rows.append(("backlog at start: RSS vs 100 waiting", "≤ 1.3 ×",
+                     f"{s['rss_ratio']:.2f} ×", _verdict(s["rss_ratio"] <= 1.3)))
+    if "poll_share" in s:
+        rows.append(("idle poll, 100 000 files / 1 000 folders, 2 s", "< 5 % of a core",
+                     f"{s['poll_share']:.2%}", _verdict(s["poll_share"] < 0.05)))
+    if "fair_latency" in s:
+        rows.append(("another shop's photo under a backlog", f"≤ {s['fair_target']:.2f} s",
+                     f"{s['fair_latency']:.2f} s",
+                     _verdict(s["fair_latency"] <= s["fair_target"])))
     print("\n== summary ==")
     if rows:
         print(table(["measure", "target", "measured", ""], rows))
