@@ -27,6 +27,7 @@ def scan_entries(inbox: Path,
     reason, which is better than ignoring them silently.
     """
     top = start or inbox
+    prefix = len(os.path.join(inbox, ""))  # entry.path[prefix:] is the inbox-relative path
     stack = [top]
     while stack:
         folder = stack.pop()
@@ -48,5 +49,5 @@ def scan_entries(inbox: Path,
             if is_dir:
                 stack.append(Path(entry.path))
                 continue
-            rel = Path(entry.path).relative_to(inbox)
-            yield PurePosixPath(rel.as_posix()), entry
+            # sliced, not Path.relative_to: pathlib was most of a 100 000-file scan's time
+            yield PurePosixPath(entry.path[prefix:]), entry
