@@ -42,11 +42,12 @@ $(PROMTOOL): | $(BIN)/python
 	then echo "promtool: $@"; else echo "promtool unavailable: its tests are skipped" >&2; fi; \
 	rm -rf $$tmp
 
-# The shop's page is tested in a real browser: Debian's chromium and chromium-driver.
+# The shop's page is tested in a real browser: Debian's chromium and chromium-driver; bindfs:
+# the network-share tests mount the inbox through FUSE (tests/e2e/test_shares.py).
 BROWSER_PKGS := chromium chromium-driver
 
 test: setup $(PROMTOOL)
-	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS)"
+	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS) bindfs"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

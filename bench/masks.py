@@ -137,6 +137,21 @@ def cost(remover: LocalRemover, rounds: int) -> list[str]:
             f"{'met' if at_target <= MS_TARGET else 'NOT met'}"]
 
 
+def section(rounds: int, cutouts: Path | None = None) -> list[str]:
+    """The quality table and the cost lines, for ``bench/run.py``."""
+    settings = config.load(config_file=Path(os.devnull), env={})
+    limits = validate.Limits(settings.max_file_size, settings.max_pixels,
+                             settings.allowed_formats, settings.output_size)
+    remover = LocalRemover(settings.model_path, threads=1)
+    remover.load()
+    try:
+        folder = cutouts or (SHARED if SHARED.is_dir() else OWN)
+        return ([f"  references: {folder}"] + list(quality(folder, remover, limits, None))
+                + [""] + list(cost(remover, rounds)))
+    finally:
+        remover.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cutouts", type=Path, default=SHARED if SHARED.is_dir() else OWN,

@@ -8,8 +8,12 @@ Sections (all medians; nothing is asserted, targets are only reported):
   5. bench/remote.py (the remote backend's bench, owned separately) when it exists
   6. outputs: the whole render of a 12 MP photo with 1 output vs 4, and each output's steps
   7. peak RSS with the shop's page open and 200 thumbnails in its gallery (bench/page.py)
+  8. backlog: 100 000 waiting at start (READY, first thumbnail, RSS vs 100 waiting), the idle
+     poll's CPU over 100 000 files in 1 000 folders, another shop's photo under a 5 000 backlog
+  9. masks: IoU, haze and MAD of the local model's masks against reference cut-outs, before and
+     after refine (bench/masks.py), and refine's cost
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -30,7 +34,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import backlog  # noqa: E402
 import inputs  # noqa: E402
+import masks  # noqa: E402
 import memory  # noqa: E402
 import outputs  # noqa: E402
 import page  # noqa: E402
@@ -39,7 +45,8 @@ import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
-SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page")
+SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
+            "masks")
 REMOTE_TIMEOUT = 240
 
 
@@ -103,6 +110,9 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         photos = inputs.photos("24mp", n24)
         return [f"  inputs: {inputs.describe(photos)}"] + memory.peak_rss(photos)
 
+    def masks_() -> list[str]:
+        return masks.section(5 if quick else 15)
+
     def outputs_() -> list[str]:
         photos = inputs.photos("12mp", n12)[:4 if quick else 9]
         return [f"  inputs: {inputs.describe(photos)}"] + outputs.run(photos, 1 if quick else 3)
@@ -118,6 +128,10 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
          "cutout), one core", outputs_),
         ("page", "7. the shop's page open, 200 thumbnails, 2 workers, 12 MP photos",
          lambda: page.page_rss(inputs.photos("12mp", n12), 60 if quick else 200)),
+        ("backlog", "8. backlog at start, idle polling, another shop under a backlog",
+         lambda: backlog.start_backlog(big=20_000 if quick else 100_000)
+         + [""] + backlog.fairness(1000 if quick else 5000)),
+        ("masks", "9. masks before and after refine, against reference cut-outs", masks_),
     ]
 
 
@@ -186,7 +200,8 @@ def versions() -> str:
 
 
 def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
-    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY}
+    s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY,
+         **backlog.SUMMARY}
     rows = []
     if "compose" in s:
         wall, cpu = s["compose"]
@@ -211,6 +226,19 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
         rows.append(("burst: RSS per queued file", "paths only",
                      f"{s['bytes_per_file']:.0f} B ({mib(s['burst_growth'])} for the backlog)",
                      ""))
+    if "first_s" in s:
+        rows.append(("backlog at start: READY / first thumbnail", "≤ 5 s / ≤ 5 s",
+                     f"{s['ready_s']:.1f} s / {s['first_s']:.1f} s",
+                     _verdict(s["ready_s"] <= 5 and s["first_s"] <= 5)))
+        rows.append(("backlog at start: RSS vs 100 waiting", "≤ 1.3 ×",
+                     f"{s['rss_ratio']:.2f} ×", _verdict(s["rss_ratio"] <= 1.3)))
+    if "poll_share" in s:
+        rows.append(("idle poll, 100 000 files / 1 000 folders, 2 s", "< 5 % of a core",
+                     f"{s['poll_share']:.2%}", _verdict(s["poll_share"] < 0.05)))
+    if "fair_latency" in s:
+        rows.append(("another shop's photo under a backlog", f"≤ {s['fair_target']:.2f} s",
+                     f"{s['fair_latency']:.2f} s",
+                     _verdict(s["fair_latency"] <= s["fair_target"])))
     print("\n== summary ==")
     if rows:
         print(table(["measure", "target", "measured", ""], rows))

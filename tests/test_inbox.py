@@ -9,6 +9,7 @@ import pytest
 
 from watcher import inbox
 from watcher.inbox import Settler, is_ignored_name, relative_input
+from watcher.scan import scan
 
 P = PurePosixPath
 SETTLE = 2.0
@@ -196,7 +197,7 @@ def test_ready_returns_at_most_limit(box: Path, clock: Clock) -> None:
 def test_ten_thousand_paths_are_not_all_statted_every_tick(box: Path, clock: Clock,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Each path is looked at once on arrival and once when due; a tick does work for what it
-    hands over, not for everything that waits (``busy`` is asked only about paths looked at)."""
+    hands over, not for everything that waits (``busy`` is asked only about paths handed over)."""
     names = [P(f"f{n:05}.jpg") for n in range(10_000)]
     for rel in names:
         (box / rel).write_bytes(b"x")
@@ -228,7 +229,7 @@ def test_ten_thousand_paths_are_not_all_statted_every_tick(box: Path, clock: Clo
     first_looks = 0
     while first_looks < len(names):  # arrivals: looked at once each, a bounded number per tick
         statted, busy_asked, out = tick()
-        assert out == [] and 0 < statted <= Settler.STAT_BUDGET and busy_asked == statted
+        assert out == [] and 0 < statted <= Settler.STAT_BUDGET and busy_asked == 0
         first_looks += statted
     assert first_looks == len(names)
     while clock.now < 1000.0 + SETTLE:  # inside the settle window: nothing to do, nothing done
@@ -256,14 +257,14 @@ def test_a_busy_path_costs_nothing_until_it_is_due_again(box: Path, clock: Clock
         asked.append(rel)
         return True
 
-    assert settler.ready(10, busy) == []
+    assert settler.ready(10, busy) == []  # first look
+    clock.advance(SETTLE)
+    assert settler.ready(10, busy) == []  # settled, but busy: held a settle period
     for _ in range(int(SETTLE / 0.1) - 1):
         clock.advance(0.1)
         settler.ready(10, busy)
     assert asked == [P("a.jpg")]
     clock.advance(0.1)
-    assert settler.ready(10, never_busy) == []  # first look now: it was never statted
-    clock.advance(SETTLE)
     assert settler.ready(10, never_busy) == [P("a.jpg")]
 
 
@@ -310,3 +311,86 @@ def test_a_path_deferred_while_busy_is_not_handed_over_early(box: Path, clock: C
     assert settler.ready(10, never_busy) == []  # first look at the end of the hold
     clock.advance(SETTLE)
     assert settler.ready(10, never_busy) == [P("a.jpg")]
+
+
+# -- fairness and order ----------------------------------------------------------------------------
+
+def _aged(path: Path, mtime: int) -> Path:
+    write(path)
+    os.utime(path, ns=(mtime * 10**9, mtime * 10**9))
+    return path
+
+
+def test_within_a_shop_the_oldest_goes_first_by_mtime_then_name(box: Path, clock: Clock) -> None:
+    for name, mtime in (("c.jpg", 100), ("a.jpg", 300), ("b.jpg", 100), ("d.jpg", 200)):
+        _aged(box / "loja" / name, mtime)
+    settler = Settler(box, 0, clock)
+    for name in ("a.jpg", "d.jpg", "c.jpg", "b.jpg"):  # the order events came in is not it
+        settler.suggest(P("loja") / name)
+
+    taken = [settler.ready(1, never_busy) for _ in range(4)]
+
+    assert taken == [[P("loja/b.jpg")], [P("loja/c.jpg")], [P("loja/d.jpg")], [P("loja/a.jpg")]]
+
+
+def test_shops_take_turns_and_the_top_level_is_one_shop(box: Path, clock: Clock) -> None:
+    for n in range(3):
+        for shop in ("loja-a", "loja-b"):
+            _aged(box / shop / f"{n}.jpg", 100 + n)
+        _aged(box / f"top{n}.jpg", 100 + n)
+    settler = Settler(box, 0, clock)
+    for rel in sorted(scan(box)):
+        settler.suggest(rel)
+
+    taken = [str(rel) for rel in settler.ready(9, never_busy)]
+
+    assert sorted(taken[:3]) == ["loja-a/0.jpg", "loja-b/0.jpg", "top0.jpg"]
+    assert sorted(taken[3:6]) == ["loja-a/1.jpg", "loja-b/1.jpg", "top1.jpg"]
+    shop = [t.partition("/")[0] if "/" in t else "" for t in taken]
+    assert shop[3:6] == shop[:3] and shop[6:] == shop[:3]  # the same turns, round after round
+
+
+def test_a_photo_in_an_idle_shop_is_taken_next_whatever_the_backlog(box: Path,
+                                                                    clock: Clock) -> None:
+    for n in range(1000):
+        _aged(box / "loja-a" / f"{n:04}.jpg", 100)
+    settler = Settler(box, SETTLE, clock)
+    for rel in scan(box):
+        settler.suggest(rel, (100, 100 * 10**9))  # as the start-up scan: looked at already
+    clock.advance(SETTLE)
+    assert [r.parent for r in settler.ready(3, never_busy)] == [P("loja-a")] * 3
+
+    write(box / "loja-b" / "new.jpg")
+    settler.suggest(P("loja-b/new.jpg"))
+    assert settler.ready(1, never_busy) == [P("loja-a/0003.jpg")]  # new.jpg is looked at
+    clock.advance(SETTLE)
+
+    assert settler.ready(1, never_busy) == [P("loja-b/new.jpg")]
+    assert settler.ready(1, never_busy) == [P("loja-a/0004.jpg")]
+
+
+def test_a_scan_look_counts_as_the_first_look(box: Path, clock: Clock) -> None:
+    st = os.lstat(write(box / "a.jpg"))
+    settler = Settler(box, SETTLE, clock)
+    settler.suggest(P("a.jpg"), (st.st_size, st.st_mtime_ns))
+    assert settler.ready(10, never_busy) == []
+    clock.advance(SETTLE)
+
+    assert settler.ready(10, never_busy) == [P("a.jpg")]
+
+
+def test_a_shop_waits_for_its_oldest_only_while_it_settles(box: Path, clock: Clock) -> None:
+    """An old photo moved in (mv keeps its mtime) goes first once still, without being skipped."""
+    _aged(box / "loja" / "new.jpg", 200)
+    settler = Settler(box, SETTLE, clock)
+    settler.suggest(P("loja/new.jpg"))
+    settler.ready(1, never_busy)
+    clock.advance(SETTLE - 0.5)
+    _aged(box / "loja" / "old.jpg", 100)
+    settler.suggest(P("loja/old.jpg"))
+    assert settler.ready(1, never_busy) == []
+    clock.advance(0.5)
+    assert settler.ready(1, never_busy) == []  # old.jpg is the oldest: the shop waits for it
+    clock.advance(SETTLE)
+
+    assert settler.ready(2, never_busy) == [P("loja/old.jpg"), P("loja/new.jpg")]

@@ -79,8 +79,49 @@ def settle_events() -> None:
 def test_a_created_file(watching: Watch, box: Path, recorder: Recorder) -> None:
     (box / "sub").mkdir()
     (box / "sub" / "a.jpg").write_bytes(b"photo")
+    # written before the new shop folder was watched: reported with its folder (the app scans it)
+    assert recorder.wait(lambda: P("sub/a.jpg") in recorder.files or box / "sub" in recorder.folders)
+    settle_events()
+    (box / "sub" / "b.jpg").write_bytes(b"photo")
 
-    assert recorder.got_file("sub/a.jpg")
+    assert recorder.got_file("sub/b.jpg")
+
+
+def _inotify_watched_inodes() -> set[int]:
+    """Inodes of every folder this process has an inotify watch on (proc(5), fdinfo)."""
+    inodes: set[int] = set()
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("inotify wd:"):
+                inodes.add(int(line.split("ino:")[1].split()[0], 16))
+    return inodes
+
+
+def test_the_daemons_own_folders_are_not_watched(box: Path, recorder: Recorder) -> None:
+    """Their events (claims, archiving, temp files) would spend the kernel's queue in bursts."""
+    own = [box / "_processados" / "loja", box / "_falhas" / "loja", box / ".thumbgen" / "claimed"]
+    shops = [box / "loja-a" / "sub", box / "loja-b"]
+    for folder in own + shops:
+        folder.mkdir(parents=True)
+    before = _inotify_watched_inodes()
+    watch = Watch(box, "native", InboxHandler(box, recorder.on_file, recorder.on_folder))
+    watch.start()
+    try:
+        watched = _inotify_watched_inodes() - before
+        assert {f.stat().st_ino for f in (box, box / "loja-a", *shops)} <= watched
+        assert not {f.stat().st_ino for f in own + [f.parent for f in own]} & watched
+        (box / "_processados" / "loja" / "a.jpg").write_bytes(b"x")
+        (box / "loja-b" / "b.jpg").write_bytes(b"x")
+        assert recorder.got_file("loja-b/b.jpg") and watch.alive()
+        shutil.rmtree(box / "loja-b")  # a shop folder removed: its watch goes quietly
+        settle_events()
+        assert watch.alive()
+    finally:
+        watch.stop()
 
 
 def test_a_file_moved_in_from_outside(watching: Watch, box: Path, outside: Path,
@@ -249,6 +290,8 @@ def test_alive_is_false_once_the_inbox_folder_was_removed_and_restart_revives_it
         watching: Watch, box: Path, recorder: Recorder) -> None:
     """The observer thread lives on, but the inotify watch went with the folder: deaf."""
     (box / "sub").mkdir()
+    assert recorder.wait(lambda: box / "sub" in recorder.folders)
+    settle_events()
     (box / "sub" / "a.jpg").write_bytes(b"x")
     assert recorder.got_file("sub/a.jpg")
     shutil.rmtree(box)

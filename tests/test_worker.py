@@ -68,6 +68,30 @@ def test_many_threads_putting_one_path_queue_it_once() -> None:
     assert work.qsize() == 50
 
 
+def test_shops_take_turns_and_an_idle_shop_is_served_first() -> None:
+    work = WorkQueue(maxsize=4)
+    for n in range(4):
+        assert work.put(P(f"loja-a/{n}.jpg"))
+    assert work.get(timeout=0.1) == P("loja-a/0.jpg")
+
+    assert work.put(P("loja-b/new.jpg"))  # loja-b had nothing queued: next in turn
+    assert work.get(timeout=0.1) == P("loja-b/new.jpg")
+    assert work.get(timeout=0.1) == P("loja-a/1.jpg")
+
+
+def test_a_shop_with_nothing_queued_gets_one_path_past_the_bound() -> None:
+    work = WorkQueue(maxsize=2)
+    assert [work.put(P(f"loja-a/{n}.jpg")) for n in range(3)] == [True, True, False]
+    assert work.free() == 0 and work.lacks("loja-b") and not work.lacks("loja-a")
+
+    assert work.put(P("loja-b/a.jpg"))
+    assert not work.put(P("loja-b/b.jpg"))  # one past the bound per shop, no more
+    assert work.put(P("top.jpg"))  # the top level is a shop too
+    assert work.qsize() == 4
+    assert [work.get(timeout=0.1) for _ in range(4)] == [
+        P("top.jpg"), P("loja-b/a.jpg"), P("loja-a/0.jpg"), P("loja-a/1.jpg")]
+
+
 def test_get_waits_then_gives_none() -> None:
     assert WorkQueue(maxsize=2).get(timeout=0.05) is None
 

@@ -4,6 +4,8 @@
 #   libsystemd-dev, pkg-config, gcc, pythonX.Y-dev: systemd-python is compiled at install time
 #   pythonX.Y-venv: `python -m venv` needs ensurepip, which Debian ships apart
 #   systemd: systemd-analyze checks the unit file in the tests
+#   extra ones the caller names: libvips-tools (make bench), bindfs (make test: a FUSE mount
+#   stands in for a network share)
 set -euo pipefail
 python=${1:-python3.11}; shift || true
 missing=()

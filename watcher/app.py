@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import FrameType
 
 from loguru import logger
@@ -24,12 +24,14 @@ from watcher.inbox import Settler
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.pipeline import Pipeline
-from watcher.scan import scan
+from watcher.scan import scan_entries
 from watcher.stages.removal.base import Remover
 from watcher.watch import InboxHandler, Watch
 from watcher.worker import WorkerPool, WorkQueue
 
 TICK_SECONDS = 0.1
+# shops with nothing queued that may each get one path past the queue's bound in one tick
+MAX_LANES_PER_TICK = 64
 
 
 @dataclass
@@ -67,7 +69,8 @@ class App:
         # ... but no longer than a rescan period, so files come back soon after an outage ends
         self.pool.release_hold = min(self.pool.release_hold, settings.rescan_interval)
         self.watch = Watch(inbox, settings.watch_mode,
-                           InboxHandler(inbox, self.settler.suggest, self.request_scan))
+                           InboxHandler(inbox, self.settler.suggest, self.request_scan),
+                           poll_interval=settings.poll_interval)
         self.started = time.time()
         self.ready = threading.Event()
         self._scan_requests: list[Path] = []
@@ -105,8 +108,8 @@ class App:
             logger.info("returned {} claimed file(s) of stopped daemons to the inbox", returned)
         self.pool.start()
         self.watch.start()
-        logger.info("watching {} ({} mode), {} CPU worker(s), removal by {}", s.upload_path,
-                    self.watch.active_mode, s.cpu_workers, self.remover.name)
+        logger.info("watching {} ({} mode: {}), {} CPU worker(s), removal by {}", s.upload_path,
+                    self.watch.active_mode, self.watch.why, s.cpu_workers, self.remover.name)
         self.rescan("start-up")
         self.ready.set()
         for hook in self.on_ready:
@@ -156,9 +159,16 @@ class App:
         """Move settled paths from the settle table onto the bounded work queue; none while a
         fault of the setup would fail every one of them (they wait in the inbox)."""
         free = self.work.free()
-        if free and not self.pipeline.faults:
-            for rel in self.settler.ready(free, self.work.busy):
+        if not self.pipeline.faults:
+            for rel in self.settler.ready(free, self.work.busy) if free else ():
                 self.work.put(rel)
+            # a shop with nothing queued never waits behind another's backlog: one path each,
+            # past the queue's bound (WorkQueue), so the next worker that frees up takes it
+            for _ in range(MAX_LANES_PER_TICK):
+                taken = self.settler.ready(1, self.work.busy, self.work.lacks)
+                if not taken:
+                    break
+                self.work.put(taken[0])
         self.metrics.queue_depth.set(self.queue_depth())
         self.metrics.setup_faults.set(len(self.pipeline.faults.active()))
 
@@ -171,9 +181,9 @@ class App:
             self.pipeline.faults.recheck()
         self.metrics.rescans.labels(reason).inc()
         count = 0
-        for rel in scan(self.settings.upload_path):
+        for rel, entry in scan_entries(self.settings.upload_path):
             if not self.work.busy(rel):
-                self.settler.suggest(rel)
+                self._suggest_found(rel, entry)
                 count += 1
         if count and reason != "timer":
             logger.info("{} scan found {} file(s) in the inbox", reason, count)
@@ -187,8 +197,19 @@ class App:
         with self._scan_lock:
             folders, self._scan_requests = self._scan_requests, []
         for folder in folders:
-            for rel in scan(self.settings.upload_path, folder):
-                self.settler.suggest(rel)
+            for rel, entry in scan_entries(self.settings.upload_path, folder):
+                self._suggest_found(rel, entry)
+
+    def _suggest_found(self, rel: PurePosixPath, entry: os.DirEntry[str]) -> None:
+        """A path a scan found: its size and mtime, read now, count as the settle table's first
+        look, so a backlog found at start-up is ordered by age and settles together."""
+        if rel in self.settler:
+            return
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return  # gone since it was listed
+        self.settler.suggest(rel, (st.st_size, st.st_mtime_ns))
 
     def shutdown(self) -> int:
         """Stop in order: watcher, intake, in-flight work (bounded), then release what is left."""

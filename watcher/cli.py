@@ -180,8 +180,12 @@ def cmd_diagnose(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_config(settings: config.Settings, args: argparse.Namespace) -> int:
+    from watcher import mounts
+
     for line in settings.describe():
         print(line)
+    watching = mounts.choose(settings.watch_mode, settings.upload_path)
+    print(f"\nWatching {settings.upload_path}: {watching.mode} ({watching.why})")
     print("\nWhat each photo becomes (OUTPUTS, [outputs.NAME], [folders.\"NAME\"]):")
     for line in settings.plan.describe():
         print(f"  {line}")

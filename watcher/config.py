@@ -270,7 +270,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("METRICS_ENABLED", _parse_bool, True, "Serve /metrics."),
     _opt("HEALTH_CHECK_ENABLED", _parse_bool, True, "Serve /health, /livez and /readyz."),
     _opt("WATCH_MODE", _choice("auto", "native", "polling"), "auto",
-         "native: inotify; polling: for network shares; auto: native, polling if that fails."),
+         "native: inotify; polling: for network shares; auto: polling where the inbox is on a "
+         "network share or FUSE (NFS, SMB, Ceph, 9p…), else native, polling if that fails."),
+    _opt("POLL_INTERVAL", _parse_float, 2.0,
+         "Seconds between polls of the inbox's folder mtimes, when polling.",
+         check=_between(0.1, 3600)),
     _opt("RESCAN_INTERVAL", _parse_float, 60.0, "Seconds between full rescans of the inbox.",
          check=_at_least(0.5)),
     _opt("SETTLE_SECONDS", _parse_float, 2.0,
@@ -342,6 +346,7 @@ class Settings:
     metrics_enabled: bool
     health_check_enabled: bool
     watch_mode: Literal["auto", "native", "polling"]
+    poll_interval: float
     rescan_interval: float
     settle_seconds: float
     shutdown_timeout: float

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from watcher import config, models
+from watcher import config, models, mounts
 from watcher.config import Settings
 from watcher.health import DiskThresholds, probe_write
 from watcher.masking import mask_text
@@ -193,9 +193,16 @@ def count_folders(root: Path, limit: int = _MAX_FOLDERS_COUNTED) -> int:
 
 
 def check_inotify(s: Settings, proc: Path = INOTIFY) -> Iterator[Finding]:
-    if s.watch_mode == "polling":
-        yield Finding(OK, "inotify", "not used (WATCH_MODE=polling)")
+    choice = mounts.choose(s.watch_mode, s.upload_path)
+    if choice.mode == "polling":
+        yield Finding(OK, "inotify", f"not used: polling every {s.poll_interval:g} s "
+                      f"({choice.why})")
         return
+    mount = mounts.mount_of(s.upload_path)
+    if mount is not None and mount.needs_polling:  # WATCH_MODE=native on a share
+        yield Finding(WARN, "inotify", f"the inbox is on {mount.fstype} ({mount.point}): "
+                      "files written there by other hosts raise no event, and wait for a "
+                      "full rescan", "set WATCH_MODE=auto (it polls there) or polling")
     watches = _read_int(proc / "max_user_watches")
     queued = _read_int(proc / "max_queued_events")
     if watches is None:

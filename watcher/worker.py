@@ -6,7 +6,7 @@ path, runs the pipeline on it, and logs one summary line with per-stage duration
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +17,7 @@ from loguru import logger
 from watcher.claim import Claims
 from watcher.errors import UNEXPECTED
 from watcher.faults import folder_of, is_setup_error
+from watcher.inbox import lane_of
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.pipeline import Pipeline
@@ -27,39 +28,77 @@ RELEASE_HOLD_SECONDS = 30.0
 
 
 class WorkQueue:
-    """A bounded FIFO of paths plus the set of paths queued or in flight (to avoid doubles)."""
+    """A bounded queue of paths, served shop by shop, plus the set of paths queued or in flight
+    (to avoid doubles).
+
+    Each shop folder (``inbox.lane_of``) has its own FIFO and the shops take turns at ``get``, a
+    shop that had nothing queued first: a photo dropped into a quiet shop is taken by the next
+    worker that frees up, not after the backlog another shop's dump put ahead of it. ``put``
+    refuses past ``maxsize``, except for a shop with nothing queued: the bound is ``maxsize``
+    plus one path per such shop.
+    """
 
     def __init__(self, maxsize: int) -> None:
-        self._queue: queue.Queue[PurePosixPath] = queue.Queue(maxsize)
+        self.maxsize = maxsize
+        self._lanes: dict[str, collections.deque[PurePosixPath]] = {}
+        self._turns: collections.deque[str] = collections.deque()  # next to serve first
+        self._size = 0
         self._busy: set[PurePosixPath] = set()
         self._lock = threading.Lock()
+        self._nonempty = threading.Condition(self._lock)
 
     def free(self) -> int:
-        return max(0, self._queue.maxsize - self._queue.qsize())
+        return max(0, self.maxsize - self.qsize())
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        with self._lock:
+            return self._size
 
     def busy(self, rel: PurePosixPath) -> bool:
         with self._lock:
             return rel in self._busy
 
-    def put(self, rel: PurePosixPath) -> bool:
+    def lacks(self, lane: str) -> bool:
+        """True when shop folder ``lane`` has nothing queued: ``put`` takes one past the bound."""
         with self._lock:
-            if rel in self._busy:
+            return lane not in self._lanes
+
+    def put(self, rel: PurePosixPath) -> bool:
+        lane = lane_of(str(rel))
+        with self._lock:
+            if rel in self._busy or (self._size >= self.maxsize and lane in self._lanes):
                 return False
-            try:
-                self._queue.put_nowait(rel)
-            except queue.Full:
-                return False
+            if lane not in self._lanes:
+                self._lanes[lane] = collections.deque()
+                self._turns.appendleft(lane)  # idle until now: served first
+            self._lanes[lane].append(rel)
+            self._size += 1
             self._busy.add(rel)
+            self._nonempty.notify()
             return True
 
     def get(self, timeout: float) -> PurePosixPath | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        with self._nonempty:
+            if not self._size and not self._nonempty.wait_for(lambda: self._size, timeout):
+                return None
+            return self._pop()
+
+    def _pop(self) -> PurePosixPath:
+        """Under the lock, with something queued: the next shop's oldest path."""
+        lane = self._turns.popleft()
+        paths = self._lanes[lane]
+        rel = paths.popleft()
+        if paths:
+            self._turns.append(lane)
+        else:
+            del self._lanes[lane]
+        self._size -= 1
+        return rel
+
+    def queued(self) -> list[PurePosixPath]:
+        """The paths waiting for a worker, shop by shop (for tests and inspection)."""
+        with self._lock:
+            return [rel for paths in self._lanes.values() for rel in paths]
 
     def done(self, rel: PurePosixPath) -> None:
         with self._lock:
@@ -68,13 +107,12 @@ class WorkQueue:
     def drain(self) -> list[PurePosixPath]:
         """Empty the queue (at shutdown): these paths were never claimed."""
         out = []
-        while True:
-            try:
-                rel = self._queue.get_nowait()
-            except queue.Empty:
-                return out
-            self.done(rel)
-            out.append(rel)
+        with self._lock:
+            while self._size:
+                rel = self._pop()
+                self._busy.discard(rel)
+                out.append(rel)
+        return out
 
 
 class WorkerPool:
