@@ -157,8 +157,10 @@ def test_fill_ratio_and_a_non_square_canvas() -> None:
     ({"top"}, (387, 0, 812, 1020)),
     ({"left"}, (0, 90, 425, 1110)),
     ({"right", "bottom"}, (775, 180, 1200, 1200)),
-    # cut at both sides of an axis: centred on it, as without an anchor
-    ({"top", "bottom"}, (387, 90, 812, 1110)),
+    # cut at both sides of an axis: from edge to edge of it (240 px → 1200), centred across
+    ({"top", "bottom"}, (350, 0, 850, 1200)),
+    # ... unless the other axis cannot take it whole: then as without an anchor
+    ({"left", "right"}, (387, 90, 812, 1110)),
     (set(), (387, 90, 812, 1110)),
 ])
 def test_a_product_cut_by_the_photos_edge_sits_on_that_edge_of_the_canvas(

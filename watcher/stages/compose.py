@@ -206,8 +206,8 @@ def place(image: Image.Image, mask: Image.Image, canvas: Image.Image, fill_ratio
         image, mask = _with_own_alpha(image, mask, box)
     cw, ch = canvas.size
     pw, ph = box[2] - box[0], box[3] - box[1]
-    scale = min(cw * fill_ratio / pw, ch * fill_ratio / ph)
-    size = (max(1, round(pw * scale)), max(1, round(ph * scale)))
+    scale = _scale((cw, ch), (pw, ph), fill_ratio, anchor)
+    size = (min(cw, max(1, round(pw * scale))), min(ch, max(1, round(ph * scale))))
     # resample straight from the product's box: no full-scale crop is copied first. BICUBIC:
     # Pillow widens its support with the scale, so a ≤ 2× reduction is antialiased like LANCZOS
     # at two thirds of its time. A larger one (a cut-out among the outputs keeps the photo at its
@@ -226,6 +226,20 @@ def place(image: Image.Image, mask: Image.Image, canvas: Image.Image, fill_ratio
     else:
         canvas.paste(product, where, pasted)
     return Composed(canvas, alpha, where)
+
+
+def _scale(canvas: tuple[int, int], product: tuple[int, int], fill_ratio: float,
+           anchor: Collection[str]) -> float:
+    """``fill_ratio`` of the canvas on the axis the product fills most; but a product the photo
+    cuts on both sides of an axis (a dress cut at the neck and the knees) runs from edge to edge
+    of that axis, as far as the other axis lets it whole: its cut lines must not float."""
+    (cw, ch), (pw, ph) = canvas, product
+    scale = min(cw * fill_ratio / pw, ch * fill_ratio / ph)
+    spans = [c / p for c, p, ends in ((cw, pw, ("left", "right")), (ch, ph, ("top", "bottom")))
+             if all(end in anchor for end in ends)]
+    if spans and min(spans) <= min(cw / pw, ch / ph):  # it fits whole that way
+        scale = max(scale, min(spans))
+    return scale
 
 
 def _place(canvas: tuple[int, int], size: tuple[int, int],
