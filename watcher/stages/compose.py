@@ -32,10 +32,10 @@ _WHITE = (255, 255, 255)
 _MAX_BACKGROUND_PIXELS = 64_000_000
 _MAX_BACKGROUND_BYTES = 64 * 1024**2
 # A marketplace wants every pixel outside the product exactly white, but the model leaves faint
-# values (1–23) over the photo's background inside the product's box: a ghost of a model's hair
-# or arm, a shadow, painting greys down to ~234 over up to an eighth of the canvas. On pure-white
-# outputs they are cleared; above the threshold a ramp (×2 up to twice it) keeps the product's
-# own edge fading in without a step.
+# values (up to TRIM_THRESHOLD) over the photo's background inside the product's box: a ghost of
+# a model's hair or arm, a shadow, painting greys down to ~231 over up to an eighth of the canvas.
+# On pure-white outputs they are cleared; above the threshold a ramp (×2 up to twice it) keeps
+# the product's own edge fading in without a step.
 _CLEAR = [0 if v <= TRIM_THRESHOLD else min(v, 2 * (v - TRIM_THRESHOLD)) for v in range(256)]
 _SEEN = [0] + [255] * 255  # any alpha above 0: the pixel's colour shows
 
