@@ -150,7 +150,10 @@ class Pipeline:
             # one clean mask for every output, remote or local (a shop's own cut-out stays
             # as it is); the edges the photo's frame cuts anchor the product on the canvas
             if own_alpha is None:
-                mask = refine.refine(mask, rgb)
+                refined = refine.refine(mask, rgb)
+                # a product the model saw only faintly (a tiny photo) is kept as the model saw
+                # it: cleaning never turns a photo into "no product"
+                mask = refined if refined.getbbox() is not None else mask
             anchor = refine.touching_edges(mask)
             for spec in specs:
                 placed = None
@@ -327,6 +330,8 @@ class Pipeline:
             claims.release(job.claimed, job.rel)
 
     def _fail(self, job: Job, fence: publish.Fence, exc: Exception) -> None:
+        if not fence():  # e.g. the file went from under a read: another daemon took it back
+            raise ClaimLost(f"the file left the claim folder while it was worked on ({exc})")
         logger.bind(file=str(job.rel)).exception("unexpected error processing {}", job.rel)
         stage = next(reversed(job.durations), "validate") if job.durations else "validate"
         self._reject(job, fence, UNEXPECTED_REASON, UNEXPECTED, stage, type(exc).__name__,
