@@ -136,10 +136,17 @@ class Recent:
         today = date.today()
         found = sorted(groups.items(), key=lambda item: item[1][1])[-self.max_recent:]
         for key, (outputs, when) in found:
-            self._add(Made(key, tuple(sorted(outputs)), self._original(key), when))
+            self._add(Made(key, tuple(sorted(outputs, key=self._order)), self._original(key),
+                           when))
             if date.fromtimestamp(when) == today:
                 self.count(when, "done")
         return len(found)
+
+    def _order(self, rel: str) -> tuple[int, str]:
+        """Outputs found on disk in the order OUTPUTS names them, as when they are made."""
+        names = [spec.name for spec in self.plan.outputs] + list(self.plan.specs)
+        first = rel.split("/", 1)[0]
+        return (names.index(first) if first in names else len(names), rel)
 
     def _input_key(self, rel: PurePosixPath) -> str:
         """The inbox path (without extension) an output file was made from."""
