@@ -79,14 +79,15 @@ def test_a_shop_folder_has_its_own_outputs_background_and_fill(
     d.wait_started()
     for sub in ("loja-a", "loja-b"):
         (d.inbox / sub).mkdir()
-        shutil.copyfile(data_dir / "products" / "mugs.jpg", d.inbox / sub / "mugs.jpg.part")
-        (d.inbox / sub / "mugs.jpg.part").rename(d.inbox / sub / "mugs.jpg")
-    d.wait_idle(2)
+        shutil.copyfile(data_dir / "products" / "stickers.jpg",
+                        d.inbox / sub / "stickers.jpg.part")
+        (d.inbox / sub / "stickers.jpg.part").rename(d.inbox / sub / "stickers.jpg")
+    d.wait_idle(2)  # the stickers float in their photo: the fill is the shop's, not edge to edge
     # loja-b: the global single output, at today's path, on the (white) default background
-    with Image.open(d.output / "loja-b" / "mugs.jpg") as im:
+    with Image.open(d.output / "loja-b" / "stickers.jpg") as im:
         assert im.size == (1200, 1200) and im.getpixel((3, 3)) == (255, 255, 255)
     # loja-a: two outputs under their names; its red and its fill on `default` only
-    with Image.open(d.output / "default" / "loja-a" / "mugs.jpg") as im:
+    with Image.open(d.output / "default" / "loja-a" / "stickers.jpg") as im:
         r, g, b = im.getpixel((3, 3))
         assert r > 240 and g < 15 and b < 15, "the shop's own background"
         rgb = np.asarray(im, dtype=np.int16)
@@ -94,7 +95,7 @@ def test_a_shop_folder_has_its_own_outputs_background_and_fill(
     rows, cols = np.nonzero(not_red)
     box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) if rows.size else None
     assert box is not None and 0.45 * 1200 <= max(box[2] - box[0], box[3] - box[1]) <= 0.55 * 1200
-    with Image.open(d.output / "amazon" / "loja-a" / "mugs.jpg") as im:
+    with Image.open(d.output / "amazon" / "loja-a" / "stickers.jpg") as im:
         assert im.size == (2000, 2000) and _border(im) == {(255, 255, 255)}
     assert not (d.output / "loja-a").exists()
     # thumbgen config shows the folder's effective outputs
