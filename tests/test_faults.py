@@ -57,7 +57,7 @@ def test_setup_errors_and_the_folder_they_name(tmp_path: Path) -> None:
 def test_folder_fault_checks_the_folder_itself(tmp_path: Path) -> None:
     faults = Faults()
     folder = tmp_path / "gone"
-    faults.folder(folder, PermissionError(errno.EACCES, "Permission denied"), "output")
+    faults.folder(folder, "output", "Permission denied")
     (fault,) = faults.active()
     assert str(folder) in fault.problem and "writable" in fault.fix
     assert faults.recheck() == 1  # still missing

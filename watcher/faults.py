@@ -103,11 +103,10 @@ class Faults:
                                      problem, fix)
         return True
 
-    def folder(self, folder: Path, exc: OSError, role: str) -> bool:
-        """Report that ``folder`` (one of ours, in ``role``) cannot be written."""
-        why = exc.strerror or str(exc)
+    def folder(self, folder: Path, role: str, why: str) -> bool:
+        """Report that ``folder`` (one of ours, in ``role``) cannot be written, and ``why``."""
         return self.report(
-            f"folder:{folder}", f"the {role} folder {folder} cannot be written ({why})",
+            f"folder:{folder}", f"the {role} folder {folder} cannot be written: {why}",
             f"make {folder} writable by the daemon's user (check its permissions, `lsattr` for "
             "the immutable flag, and whether the filesystem is mounted read-only)",
             lambda: probe_write(folder))

@@ -198,7 +198,7 @@ class Pipeline:
                 "this daemon lost its claim: another daemon took the file back while this one "
                 f"was stalled for longer than CLAIM_LEASE_SECONDS; {exc}")
         except _Unwritable as exc:
-            self.faults.folder(exc.folder, exc.error, exc.role)
+            self.faults.folder(exc.folder, exc.role, exc.error.strerror or str(exc.error))
             self._release(job, claims, f"the {exc.role} folder cannot be written")
         return job
 
@@ -282,9 +282,7 @@ class Pipeline:
                              ("failed", self.folders.failed)):
             problem = probe_write(folder)
             if problem is not None:
-                self.faults.report(f"folder:{folder}", f"the {role} folder {folder} is "
-                                   f"{problem}", f"make {folder} writable by the daemon's user",
-                                   partial(probe_write, folder))
+                self.faults.folder(folder, role, problem)
         setup_problem = getattr(self.remover, "setup_problem", None)
         problem = setup_problem() if callable(setup_problem) else None
         if problem is not None:

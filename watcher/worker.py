@@ -172,7 +172,8 @@ class WorkerPool:
             if not is_setup_error(exc):
                 raise
             # our claim folder cannot be written: every file would fail alike; it stays put
-            self.pipeline.faults.folder(folder_of(exc, self.claims.root), exc, "state")
+            self.pipeline.faults.folder(folder_of(exc, self.claims.root), "state",
+                                        exc.strerror or str(exc))
             return
         if claimed is None:
             return  # another daemon won the rename, or the file went away
