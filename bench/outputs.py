@@ -24,7 +24,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry
 
 from report import median, table
-from watcher import config
+from watcher import config, encoding
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.pipeline import Pipeline, working_target
@@ -135,7 +135,7 @@ def _by_output(photos: list[Path], four: Pipeline) -> list[str]:
                                                         pure_white=spec.pure_white))
                 image = placed.image
             cost.setdefault("compose", []).append(ms)
-            data, ms = _cpu(lambda: compose.encode(image, spec))
+            data, ms = _cpu(lambda: encoding.encode(image, spec))
             cost.setdefault("encode", []).append(ms)
             results, ms = _cpu(lambda: checks.check(
                 spec, data, spec.size or rgb.size, placed.mask if placed else None,

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 
 # Top to bottom of the README's drawing; a module may import its own layer and the ones above.
 LAYERS = [
-    ("errors", "model", "config", "masking", "outputs", "messages"),
+    ("errors", "model", "config", "masking", "outputs", "messages", "encoding"),
     ("metrics", "logging", "claim", "inbox", "models", "faults", "mounts"),
     ("stages",),
     ("pipeline",),

@@ -14,6 +14,7 @@ from loguru import logger
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from watcher import encoding
 from watcher.config import Settings
 from watcher.metrics import Metrics
 from watcher.model import Job
@@ -84,7 +85,7 @@ def test_marketplace_outputs_are_exactly_white_around_the_product(
         assert spec.size is not None and spec.fill is not None and spec.pure_white
         placed = compose.place(rgb, mask, Image.new("RGB", spec.size, (255, 255, 255)),
                                spec.fill, anchor, pure_white=True)
-        assert compose.encode(placed.image, spec) == data  # the very file the pipeline made
+        assert encoding.encode(placed.image, spec) == data  # the very file the pipeline made
         product = np.zeros((spec.size[1], spec.size[0]), bool)
         x, y = placed.at
         w, h = placed.mask.size

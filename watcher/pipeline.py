@@ -23,7 +23,7 @@ from typing import ContextManager
 from loguru import logger
 from PIL import Image
 
-from watcher import messages
+from watcher import encoding, messages
 from watcher.claim import Claims
 from watcher.config import Settings
 from watcher.errors import (UNEXPECTED, ClaimLost, ModelError, RejectedImage,
@@ -165,7 +165,7 @@ class Pipeline:
                     placed = compose_stage.place(rgb, mask, canvas, spec.fill, anchor,
                                                  shadow=spec.shadow, pure_white=spec.pure_white)
                     image = placed.image
-                data = compose_stage.encode(image, spec)
+                data = encoding.encode(image, spec)
                 files.append((spec, output_rel(job.rel, spec, len(specs) > 1), data))
                 problems += self._check(job, spec, data, spec.size or rgb.size, placed)
                 del image, placed

@@ -14,7 +14,8 @@ from PIL import Image
 
 from watcher.outputs import MIB, OutputSpec, build
 from watcher.stages.checks import CHECKS, CheckResult, applicable, check
-from watcher.stages.compose import Composed, cutout, encode, place
+from watcher.encoding import encode
+from watcher.stages.compose import Composed, cutout, place
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 WHITE = (255, 255, 255)

@@ -11,13 +11,11 @@ waist) is anchored to that edge of the canvas instead of floating with a hard st
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
@@ -331,32 +329,10 @@ def _with_own_alpha(image: Image.Image, mask: Image.Image,
     return rgb, inside
 
 
-class Encoding(Protocol):
-    format: str
-    quality: int
-
-
-def encode(image: Image.Image, output: Encoding) -> bytes:
-    buf = io.BytesIO()
-    if output.format == "jpeg":
-        # a white-background marketplace output keeps full-resolution colour: with 4:2:0 the
-        # edge's ringing spreads over 16×16 blocks of the white, with 4:4:4 over 8×8 at most
-        pure_white = getattr(output, "pure_white", False)
-        image.save(buf, "JPEG", quality=output.quality, optimize=False, progressive=False,
-                   subsampling="4:4:4" if pure_white else "4:2:0")
-    elif output.format == "webp":
-        image.save(buf, "WEBP", quality=output.quality, method=4)
-    elif output.format == "avif":
-        image.save(buf, "AVIF", quality=output.quality, speed=8)
-    else:
-        image.save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def output_rel(rel: PurePosixPath, output: Output) -> PurePosixPath:
     """Where the thumbnail of ``rel`` goes, relative to OUTPUT_PATH: same folders, new suffix."""
     return rel.with_name(rel.stem + output.suffix)
 
 
-__all__ = ["Output", "Backgrounds", "Composed", "canvas_for", "compose", "cutout", "encode",
+__all__ = ["Output", "Backgrounds", "Composed", "canvas_for", "compose", "cutout",
            "find_background", "output_rel", "place", "product_box"]
