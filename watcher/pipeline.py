@@ -155,6 +155,7 @@ class Pipeline:
                 # it: cleaning never turns a photo into "no product"
                 mask = refined if refined.getbbox() is not None else mask
             anchor = refine.touching_edges(mask)
+            box = compose_stage.product_box(mask) if any(s.size for s in specs) else None
             for spec in specs:
                 placed = None
                 if spec.size is None:  # the cut-out itself, at the photo's own size
@@ -163,7 +164,8 @@ class Pipeline:
                     canvas = compose_stage.canvas_for(spec, self.backgrounds, job.rel)
                     assert spec.fill is not None
                     placed = compose_stage.place(rgb, mask, canvas, spec.fill, anchor,
-                                                 shadow=spec.shadow, pure_white=spec.pure_white)
+                                                 shadow=spec.shadow, pure_white=spec.pure_white,
+                                                 box=box)
                     image = placed.image
                 data = encoding.encode(image, spec)
                 files.append((spec, output_rel(job.rel, spec, len(specs) > 1), data))

@@ -10,9 +10,10 @@ from pathlib import Path, PurePosixPath
 import pytest
 from PIL import Image, ImageChops
 
+from watcher.encoding import encode
 from watcher.errors import RejectedImage
 from watcher.stages.compose import (
-    Backgrounds, Output, compose, cutout, encode, find_background, output_rel)
+    Backgrounds, Output, compose, cutout, find_background, output_rel)
 
 RED = (200, 20, 20)
 WHITE = (255, 255, 255)

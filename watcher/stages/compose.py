@@ -195,11 +195,14 @@ def compose(image: Image.Image, mask: Image.Image, canvas: Image.Image,
 
 def place(image: Image.Image, mask: Image.Image, canvas: Image.Image, fill_ratio: float,
           anchor: Collection[str] = (), shadow: str = "none",
-          pure_white: bool = False) -> Composed:
-    """``compose``, also telling where the product went."""
+          pure_white: bool = False, box: tuple[int, int, int, int] | None = None) -> Composed:
+    """``compose``, also telling where the product went. ``box``: ``product_box(mask)``, when
+    the caller places one photo on several canvases (a threshold and a scan of the whole mask,
+    ~13 ms at 12 MP, done once)."""
     if mask.size != image.size:
-        mask = mask.resize(image.size, Image.Resampling.BILINEAR)
-    box = product_box(mask)
+        mask, box = mask.resize(image.size, Image.Resampling.BILINEAR), None
+    if box is None:
+        box = product_box(mask)
     if image.mode == "RGBA":  # the file's own transparency counts too
         image, mask = _with_own_alpha(image, mask, box)
     cw, ch = canvas.size
