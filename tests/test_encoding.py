@@ -48,14 +48,16 @@ def test_every_pixel_is_read_back_as_written(mode: str, monkeypatch: pytest.Monk
     picture = _cut_out(_photo()).convert(mode)
     back = _read(encoding.png(picture))
     assert (back.mode, back.size) == (picture.mode, picture.size)
-    assert np.array_equal(np.asarray(back), np.asarray(picture))
+    assert np.array_equal(np.asarray(back), np.asarray(picture))  # (RGB is 0 where alpha is)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 9), (9, 1), (3, 7), (257, 5)])
 def test_tiny_and_odd_sizes(size: tuple[int, int]) -> None:
     rng = np.random.default_rng(sum(size))
     pixels = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    pixels[0, 0, 3] = 0  # one fully transparent pixel at least
     picture = Image.fromarray(pixels, "RGBA")
+    pixels[pixels[..., 3] == 0] = 0  # stored as (0, 0, 0, 0)
     assert np.array_equal(np.asarray(_read(encoding.png(picture))), pixels)
 
 
@@ -82,6 +84,18 @@ def test_a_cut_out_is_no_bigger_than_pillows_own(name: str) -> None:
     pillows = io.BytesIO()
     picture.save(pillows, "PNG", compress_level=encoding.PNG_LEVEL)
     assert len(encoding.png(picture)) <= 1.1 * len(pillows.getvalue())
+
+
+def test_a_fully_transparent_pixel_is_stored_as_zero_and_no_other_is_touched() -> None:
+    photo = np.asarray(_photo().resize((200, 150)))
+    alpha = np.zeros(photo.shape[:2], np.uint8)
+    alpha[30:120, 40:160] = 255
+    alpha[30:120, 40:50] = 1  # barely seen: its colour is kept
+    picture = Image.fromarray(np.dstack([photo, alpha]), "RGBA")
+    back = np.asarray(_read(encoding.png(picture)))
+    seen = alpha > 0
+    assert np.array_equal(back[seen], np.asarray(picture)[seen])
+    assert not back[~seen].any()
 
 
 def test_other_modes_go_through_pillow() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zlib
 from typing import Protocol
 
@@ -28,6 +29,7 @@ _UP = 2  # PNG filter type: each byte minus the byte above it
 _STRIP_BYTES = 4 << 20  # raw bytes filtered and deflated at a time
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk
 PNG_LEVEL = 1
+_LITTLE_ENDIAN = sys.byteorder == "little"  # where an RGBA pixel's alpha is, as a uint32
 
 
 class Encoding(Protocol):
@@ -58,8 +60,10 @@ def encode(image: Image.Image, output: Encoding) -> bytes:
 def png(image: Image.Image, level: int = PNG_LEVEL) -> bytes:
     """A non-interlaced 8-bit PNG of ``image`` (RGB, RGBA, L or LA; other modes through Pillow).
 
-    No colour chunk is written, as Pillow writes none for a picture without a profile: the
-    pictures given here are already sRGB."""
+    A fully transparent RGBA pixel is written as (0, 0, 0, 0), as rembg writes it and libwebp
+    does by default: its colour cannot be seen, and a photo's grain under it made the file a
+    third bigger and slower. No colour chunk is written, as Pillow writes none for a picture
+    without a profile: the pictures given here are already sRGB."""
     colour_type = _COLOUR_TYPES.get(image.mode)
     if colour_type is None:
         buf = io.BytesIO()
@@ -84,6 +88,8 @@ def _deflated_rows(image: Image.Image, level: int) -> bytes:
     for top in range(0, height, strip):
         bottom = min(height, top + strip)
         rows = np.frombuffer(image.crop((0, top, width, bottom)).tobytes(), dtype=np.uint8)
+        if image.mode == "RGBA":
+            rows = _clear_transparent(rows)
         rows = rows.reshape(bottom - top, row_bytes)
         filtered = np.empty((bottom - top, row_bytes + 1), dtype=np.uint8)
         filtered[:, 0] = _UP
@@ -93,6 +99,14 @@ def _deflated_rows(image: Image.Image, level: int) -> bytes:
         out.append(deflate.compress(filtered.tobytes()))
     out.append(deflate.flush())
     return b"".join(out)
+
+
+def _clear_transparent(rgba: np.ndarray) -> np.ndarray:
+    """RGBA bytes with every pixel whose alpha is 0 made (0, 0, 0, 0): one pass over whole
+    pixels (uint32), not four strided passes over bytes."""
+    pixels = rgba.view(np.uint32)
+    alpha = pixels >> 24 if _LITTLE_ENDIAN else pixels & 0xFF
+    return np.multiply(pixels, alpha != 0, dtype=np.uint32).view(np.uint8)
 
 
 def _split(data: bytes) -> list[bytes]:

@@ -326,13 +326,13 @@ def test_jpeg_quality_is_applied() -> None:
 # -- the cut-out ------------------------------------------------------------------------------
 
 
-def test_a_cutout_keeps_the_photo_where_it_shows_and_clears_where_it_does_not() -> None:
+def test_a_cutout_file_keeps_the_photo_where_it_shows_and_clears_where_it_does_not() -> None:
     image = Image.effect_noise((120, 80), 40).convert("RGB")  # grain, as a camera leaves it
     mask = Image.new("L", image.size, 0)
     mask.paste(128, (20, 10, 100, 70))
     mask.paste(255, (40, 20, 80, 60))
 
-    out = cutout(image, mask)
+    out = Image.open(io.BytesIO(encode(cutout(image, mask), Output(image.size, "png", 90, 1.0))))
 
     assert (out.mode, out.size) == ("RGBA", image.size)
     assert out.getchannel("A").tobytes() == mask.tobytes()
