@@ -20,7 +20,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@tools/syspkgs.sh $(PYTHON)
-	$(BIN)/pip install -q -e '.[test,systemd]'
+	$(BIN)/pip install -q -e '.[test,systemd,openvino]'
 	touch $@
 
 model: $(STAMP)
