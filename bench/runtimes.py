@@ -38,7 +38,8 @@ SAMPLES = HERE.parent / "tests" / "data" / "products"
 
 
 def _mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(to_uint8(pred)).resize(size, Image.Resampling.BILINEAR)) >= 128
+    small = Image.fromarray(to_uint8(pred))
+    return np.asarray(small.resize(size, Image.Resampling.BILINEAR)) >= 128
 
 
 def section(rounds: int = 3) -> list[str]:

@@ -27,6 +27,8 @@ from watcher.stages.removal.engines import OnnxEngine, OpenVinoEngine
 from watcher.stages.removal.local import LocalRemover
 
 PROC_CPUINFO = Path("/proc/cpuinfo")
+# OpenVINO's precision under LOCAL_RUNTIME=openvino on this machine (fp32 on these Xeons)
+HERE = "bf16" if runtime.native_bf16() else "fp32"
 _BF16 = re.compile(r"\s(amx_bf16|avx512_bf16)(?=\s|$)")
 
 
@@ -80,10 +82,10 @@ def test_native_bf16_is_read_from_the_cpu_flags(plain_cpu: Path, bf16_cpu: Path,
     assert runtime.native_bf16(tmp_path / "missing") is None
 
 
-def test_this_machine_has_no_native_bf16_so_auto_plans_onnxruntime() -> None:
-    """The fact the defaults rest on here (an Intel Xeon without AMX or AVX-512 BF16)."""
-    assert runtime.native_bf16() is None, "this machine has native bf16 after all"
-    assert runtime.plan("auto").runtime == "onnxruntime"
+def test_auto_reads_this_machines_own_flags() -> None:
+    """These Xeons have neither AMX nor AVX-512 BF16: auto plans onnxruntime fp32 here."""
+    expected = "openvino" if runtime.native_bf16() else "onnxruntime"
+    assert runtime.plan("auto").runtime == expected
 
 
 def test_auto_plans_openvino_bf16_only_with_native_bf16_and_openvino(
@@ -234,9 +236,8 @@ def test_thumbgen_config_says_which_runtime_runs(run_thumbgen: Callable[..., Any
     explicit = run_thumbgen("config", LOCAL_RUNTIME="openvino")
 
     assert auto.returncode == 0 and explicit.returncode == 0
-    # this machine has no native bf16 (test_this_machine_has_no_native_bf16…)
-    assert "Local model: onnxruntime fp32 (auto: no native bf16" in auto.stdout
-    assert "Local model: openvino fp32 (LOCAL_RUNTIME=openvino" in explicit.stdout
+    assert f"Local model: {runtime.plan('auto')}" in auto.stdout
+    assert f"Local model: openvino {HERE} (LOCAL_RUNTIME=openvino" in explicit.stdout
 
 
 def test_diagnose_loads_the_model_and_says_which_runtime_runs(
@@ -246,7 +247,7 @@ def test_diagnose_loads_the_model_and_says_which_runtime_runs(
     (finding,) = diagnose.check_runtime(settings)
 
     assert finding.level == diagnose.OK
-    assert "LOCAL_RUNTIME=openvino: openvino fp32" in finding.text
+    assert f"LOCAL_RUNTIME=openvino: openvino {HERE}" in finding.text
 
 
 def test_build_info_and_health_name_the_runtime_once_the_model_loads(
@@ -269,5 +270,23 @@ def test_build_info_and_health_name_the_runtime_once_the_model_loads(
     wait_for(lambda: app.pool.done_count == 1, 60, message="the photo processed")
 
     local = health.dependencies()["local_model"]
-    assert (local["runtime"], local["precision"]) == ("openvino", "fp32")
-    assert info(runtime="openvino", precision="fp32") == 1
+    assert (local["runtime"], local["precision"]) == ("openvino", HERE)
+    assert info(runtime="openvino", precision=HERE) == 1
+
+
+def test_the_remote_backends_fallback_runs_on_local_runtime(
+        make_settings: Callable[..., Any], model_path: Path) -> None:
+    from watcher.stages.removal import gradio
+
+    settings = make_settings(MODEL_PATH=model_path, LOCAL_RUNTIME="openvino",
+                             GRADIO_API_URL="http://127.0.0.1:9/")
+    metrics = Metrics(CollectorRegistry())
+    remover = gradio.build(settings, metrics)
+    try:
+        assert remover.fallback is not None
+        remover.fallback.load()  # type: ignore[attr-defined]
+        assert remover.state()["local_runtime"]["runtime"] == "openvino"
+        assert metrics.registry.get_sample_value("thumbgen_build_info", {
+            "version": cli.__version__, "runtime": "openvino", "precision": HERE}) == 1
+    finally:
+        remover.close()

@@ -100,11 +100,9 @@ class OpenVinoEngine:
         try:
             core = ov.Core()
             network = core.read_model(str(path))
-            shapes = [list(i.get_partial_shape().to_shape()) for i in network.inputs
-                      if i.get_partial_shape().is_static]
-            if len(network.inputs) != 1 or shapes != [[1, 3, SIDE, SIDE]]:
-                raise ModelError(f"{path} is not the U²-Net-p model (inputs "
-                                 f"{[str(i.get_partial_shape()) for i in network.inputs]}); {_HINT}")
+            shapes = [str(i.get_partial_shape()) for i in network.inputs]
+            if shapes != [f"[1,3,{SIDE},{SIDE}]"]:
+                raise ModelError(f"{path} is not the U²-Net-p model (inputs {shapes}); {_HINT}")
             compiled = core.compile_model(network, "CPU", config)
         except ModelError:
             raise

@@ -84,7 +84,8 @@ def plan(setting: str, cpuinfo: Path = CPUINFO) -> Choice:
     if setting not in SETTINGS:
         raise ValueError(f"LOCAL_RUNTIME must be one of {', '.join(SETTINGS)}, not {setting!r}")
     flag = native_bf16(cpuinfo)
-    native = f"the CPU has {flag}" if flag else f"no native bf16 ({' or '.join(BF16_FLAGS)}) in {cpuinfo}"
+    native = (f"the CPU has {flag}" if flag
+              else f"no native bf16 ({' or '.join(BF16_FLAGS)}) in {cpuinfo}")
     if setting == "onnxruntime":
         return Choice("onnxruntime", FP32, "LOCAL_RUNTIME=onnxruntime")
     if setting == "openvino":
