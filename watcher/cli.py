@@ -183,11 +183,10 @@ def cmd_diagnose(settings: config.Settings, args: argparse.Namespace) -> int:
 
 def cmd_config(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher import mounts
+    from watcher.stages.removal import runtime
 
     for line in settings.describe():
         print(line)
-    from watcher.stages.removal import runtime
-
     watching = mounts.choose(settings.watch_mode, settings.upload_path)
     print(f"\nWatching {settings.upload_path}: {watching.mode} ({watching.why})")
     print(f"Local model: {runtime.plan(settings.local_runtime)}")

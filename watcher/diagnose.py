@@ -329,8 +329,8 @@ def check_runtime(s: Settings) -> Iterator[Finding]:
         _, choice = runtime.open_engine(s.local_runtime, s.model_path, s.cpu_workers)
     except ModelError as exc:
         yield Finding(FAIL, "runtime", f"LOCAL_RUNTIME={s.local_runtime}: the model does not "
-                      f"load ({exc})", "run `thumbgen models fetch`, or set LOCAL_RUNTIME to "
-                      "onnxruntime")
+                      f"load ({exc})", "run `thumbgen models fetch` (it replaces a damaged "
+                      "file); if only OpenVINO fails, set LOCAL_RUNTIME=onnxruntime")
         return
     yield Finding(OK, "runtime", f"LOCAL_RUNTIME={s.local_runtime}: {choice}")
 
