@@ -94,8 +94,11 @@ class OpenVinoEngine:
 
         if (error := _missing(path)) is not None:
             raise error
+        # One stream of ``threads`` threads, like onnxruntime's session; not pinned to cores (its
+        # default), as onnxruntime's are not: the cores are shared with the other workers'
+        # decoding and composing, and a pinned thread cannot leave a busy core.
         config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                  "PERFORMANCE_HINT": "LATENCY",
+                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == BF16 else "f32"}
         try:
             core = ov.Core()
