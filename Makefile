@@ -20,7 +20,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@tools/syspkgs.sh $(PYTHON)
-	$(BIN)/pip install -q -e '.[test,systemd]'
+	$(BIN)/pip install -q -e '.[test,systemd,openvino]'
 	touch $@
 
 model: $(STAMP)
@@ -64,12 +64,13 @@ screenshot: setup
 	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS)"
 	$(BIN)/python tools/screenshot.py docs/status-page.png
 
-# Faster ways to run the local model, against the daemon's own (bench/model_options.py). Their
-# packages (openvino, onnx) are not thumbgen's dependencies: they get a venv of their own.
+# Ways to run the local model that thumbgen does not ship (bench/model_options.py: int8, smaller
+# inputs); OpenVINO f32/bf16 is LOCAL_RUNTIME's and `make bench` measures it. onnx is not one of
+# thumbgen's dependencies: it gets a venv of its own.
 OPTIONS_VENV := .venv-options
 bench-options: model
 	@[ -x $(OPTIONS_VENV)/bin/python ] || $(PYTHON) -m venv $(OPTIONS_VENV)
-	$(OPTIONS_VENV)/bin/pip install -q -e . openvino onnx
+	$(OPTIONS_VENV)/bin/pip install -q -e '.[openvino]' onnx
 	$(OPTIONS_VENV)/bin/python bench/model_options.py
 
 # The container image (Dockerfile), built and tested with podman, or docker where that is what

@@ -1,19 +1,15 @@
-"""Ways to make the local model faster, side by side: time on one core, and how far each one's
-masks move from the reference (onnxruntime fp32 at 320², what the daemon runs).
+"""Ways to make the local model faster that thumbgen does not ship, side by side: time on one
+core, and how far each one's masks move from the reference (onnxruntime fp32 at 320², what the
+daemon runs).
 
-    make bench-options            # a separate venv with the optional packages, then this script
+    make bench-options            # a separate venv with onnx, then this script
     .venv/bin/python bench/model_options.py   # only the rows whose packages are installed
 
-Then, when OpenVINO is there, the real ``Pipeline.render`` (validate → remove → compose, as in
-the daemon, without the inbox and the disk) on 12 MP photos with two worker threads, once with
-the daemon's remover and once with OpenVINO at its default precision behind the same ``Remover``
-contract: what the whole pipeline would gain.
-
-The rows beyond the reference need packages thumbgen does not depend on, so they are optional:
-``openvino`` (its default precision on CPUs with AMX or AVX-512 BF16 is bfloat16; it also lets
-the network take other input sizes) and ``onnx`` (for onnxruntime's int8 static quantization,
-calibrated on the same sample photos it is judged on, which can only flatter it). A row whose
-package is missing says so. Nothing is asserted; the table is for choosing, not for CI.
+OpenVINO f32 and bf16 at 320² are LOCAL_RUNTIME's options now: `make bench` (section 10,
+bench/runtimes.py) measures them. What stays here: onnxruntime's int8 static quantization (needs
+``onnx``; calibrated on the same sample photos it is judged on, which can only flatter it) and
+OpenVINO on smaller inputs (288², 256²), which trade mask quality for speed. A row whose package
+is missing says so. Nothing is asserted; the table is for choosing, not for CI.
 
 Quality is judged where the product is judged: each mask min-max normalised to 0..255, scaled to
 the photo (BILINEAR, as the daemon does) and compared with the reference's mask of that photo:
@@ -27,11 +23,10 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -40,14 +35,9 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import inputs  # noqa: E402
 from report import table  # noqa: E402
 from watcher import config  # noqa: E402
-from watcher.metrics import Metrics  # noqa: E402
-from watcher.model import Job  # noqa: E402
-from watcher.pipeline import Pipeline  # noqa: E402
 from watcher.stages.removal import local  # noqa: E402
-from watcher.stages.removal.base import Remover  # noqa: E402
 
 SAMPLES = HERE.parent / "tests" / "data" / "products"
 Run = Callable[[np.ndarray], np.ndarray]  # NCHW batch → the first output's [H, W]
@@ -133,7 +123,7 @@ def variants(model: Path, photos: list[Image.Image], scratch: Path) -> list[Vari
                            ort_int8(model, calibration, scratch)))
     except ImportError as exc:
         out.append(Variant("onnxruntime int8 static", 320, None, f"needs onnx ({exc.name})"))
-    for precision, side in (("f32", 320), (None, 320), ("f32", 288), ("f32", 256)):
+    for precision, side in (("f32", 288), ("f32", 256)):
         try:
             run, info = openvino(model, precision, side)
             out.append(Variant(info if precision else f"{info} (its default)", side, run))
@@ -148,88 +138,9 @@ def to_mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(small.resize(size, Image.Resampling.BILINEAR), dtype=np.int16)
 
 
-class OpenVinoRemover:
-    """The ``Remover`` contract around OpenVINO at its default precision, run like the daemon's
-    ``LocalRemover``: one run at a time, on every core."""
-
-    name = "openvino"
-    cpu_bound = True
-
-    def __init__(self, model: Path, threads: int) -> None:
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(
-            str(model), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                                "PERFORMANCE_HINT": "LATENCY"})
-        self._request = compiled.create_infer_request()
-        self._output = compiled.outputs[0]
-        self._lock = threading.Lock()
-
-    def mask(self, image: Image.Image) -> Image.Image:
-        batch = local._preprocess(image)  # noqa: SLF001
-        with self._lock:
-            self._request.infer({0: batch})
-            pred = np.array(self._request.get_tensor(self._output).data[0, 0], copy=True)
-        small = Image.fromarray(local._to_uint8(pred))  # noqa: SLF001
-        return small.resize(image.size, Image.Resampling.BILINEAR)
-
-    def close(self) -> None:
-        pass
-
-
-def pipeline_rate(settings: config.Settings, remover: Remover, photos: list[Path],
-                  workers: int) -> float:
-    """Images per second through ``Pipeline.render`` with ``workers`` threads."""
-    pipeline = Pipeline(settings, remover, Metrics())
-    pipeline.render(Job(PurePosixPath("warm.jpg")), photos[0])  # model load, background cache
-    todo = list(photos)
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if not todo:
-                    return
-                path = todo.pop()
-            pipeline.render(Job(PurePosixPath(path.name)), path)
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(photos) / (time.perf_counter() - start)
-
-
-def whole_pipeline(count: int) -> list[str]:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return ["  whole pipeline with OpenVINO: needs openvino (make bench-options)"]
-    cores = len(os.sched_getaffinity(0))
-    settings = config.load(config_file=Path(os.devnull),
-                           env={"THUMBGEN_BACKGROUND_PATH": str(HERE.parent / "backgrounds")})
-    photos = inputs.photos("12mp", count)
-    rows = []
-    for name, remover in (
-            ("onnxruntime fp32 (the daemon)",
-             local.LocalRemover(settings.model_path, threads=settings.cpu_workers)),
-            ("OpenVINO, its default precision",
-             OpenVinoRemover(settings.model_path, settings.cpu_workers))):
-        rate = pipeline_rate(settings, remover, photos, settings.cpu_workers)
-        remover.close()
-        rows.append((name, rate, "met" if rate >= 8 else "NOT met"))
-    return [f"  Pipeline.render, {inputs.describe(photos)} (12 MP), {settings.cpu_workers} "
-            f"worker threads on {cores} cores, no disk or inbox:",
-            table(["remover", "images/s", "≥ 8 images/s"], rows)]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed runs per photo and variant")
-    parser.add_argument("--photos", type=int, default=24,
-                        help="12 MP photos for the whole-pipeline comparison (0: skip it)")
     args = parser.parse_args(argv)
     settings = config.load(config_file=Path(os.devnull), env={})
     files = sorted(SAMPLES.glob("*.jpg"))
@@ -277,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["variant", "input", "ms/run", "speed", "MAD", "IoU mean", "IoU min",
                  "worst photo"], rows))
     os.sched_setaffinity(0, every_core)
-    if args.photos:
-        print("\n".join(["", *whole_pipeline(args.photos)]))
     return 0
 
 

@@ -12,8 +12,10 @@ Sections (all medians; nothing is asserted, targets are only reported):
      poll's CPU over 100 000 files in 1 000 folders, another shop's photo under a 5 000 backlog
   9. masks: IoU, haze and MAD of the local model's masks against reference cut-outs, before and
      after refine (bench/masks.py), and refine's cost
+ 10. runtimes: model runs/s with onnxruntime fp32, OpenVINO f32 and, where native, bf16, with
+     their masks' agreement, and what LOCAL_RUNTIME=auto picks here (bench/runtimes.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -40,13 +42,14 @@ import masks  # noqa: E402
 import memory  # noqa: E402
 import outputs  # noqa: E402
 import page  # noqa: E402
+import runtimes  # noqa: E402
 import stage_compose  # noqa: E402
 import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
-            "masks")
+            "masks", "runtimes")
 REMOTE_TIMEOUT = 240
 
 
@@ -132,6 +135,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
          lambda: backlog.start_backlog(big=20_000 if quick else 100_000)
          + [""] + backlog.fairness(1000 if quick else 5000)),
         ("masks", "9. masks before and after refine, against reference cut-outs", masks_),
+        ("runtimes", "10. the local model's runtimes (LOCAL_RUNTIME), all cores, one run at a "
+         "time", lambda: runtimes.section(1 if quick else 3)),
     ]
 
 
@@ -190,6 +195,12 @@ def versions() -> str:
 
     parts = [f"Pillow {PIL.__version__}", f"onnxruntime {onnxruntime.__version__}",
              f"numpy {numpy.__version__}"]
+    try:
+        from importlib.metadata import version
+
+        parts.append(f"OpenVINO {version('openvino')}")
+    except ImportError:  # importlib.metadata.PackageNotFoundError is an ImportError
+        parts.append("OpenVINO not installed")
     try:
         vips = subprocess.run(["vipsthumbnail", "--vips-version"], capture_output=True,
                               text=True, timeout=10).stdout.strip()

@@ -40,9 +40,7 @@ def model_alone(photos: list[Path], rounds: int) -> list[str]:
               for p in photos]
     remover = local.LocalRemover(settings.model_path, threads=1)
     remover.load()
-    session = remover._get_session()  # noqa: SLF001 — the bench times the parts too
-    feed = {session.get_inputs()[0].name: None}
-    wanted = [session.get_outputs()[0].name]
+    engine = remover.engine()  # the bench times the parts too
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {0})
     whole: list[float] = []
@@ -61,10 +59,9 @@ def model_alone(photos: list[Path], rounds: int) -> list[str]:
                 a = time.perf_counter()
                 batch = local._preprocess(image)  # noqa: SLF001
                 b = time.perf_counter()
-                feed = {name: batch for name in feed}
-                (pred,) = session.run(wanted, feed)
+                pred = engine.run(batch)
                 c = time.perf_counter()
-                Image.fromarray(local._to_uint8(pred[0, 0])).resize(  # noqa: SLF001
+                Image.fromarray(local._to_uint8(pred)).resize(  # noqa: SLF001
                     image.size, Image.Resampling.BILINEAR)
                 d = time.perf_counter()
                 for name, seconds in zip(parts, (b - a, c - b, d - c)):
@@ -96,16 +93,15 @@ def model_ceiling(photos: list[Path], seconds: float = 8.0) -> list[str]:
             (f"one run at a time, {cores} threads (the daemon)", cores, 1),
             (f"{cores} runs at once, 1 thread each", 1, cores)):
         remover = local.LocalRemover(settings.model_path, threads=threads)
-        session = remover._get_session()  # noqa: SLF001 — runs without the remover's lock
-        feed_name, wanted = session.get_inputs()[0].name, [session.get_outputs()[0].name]
-        session.run(wanted, {feed_name: batches[0]})  # first run allocates the buffers
+        engine = remover.engine()  # runs without the remover's lock
+        engine.run(batches[0])  # first run allocates the buffers
         counts = [0] * at_once
         deadline = time.perf_counter() + seconds
 
         def loop(slot: int) -> None:
             i = slot
             while time.perf_counter() < deadline:
-                session.run(wanted, {feed_name: batches[i % len(batches)]})
+                engine.run(batches[i % len(batches)])
                 counts[slot] += 1
                 i += at_once
 

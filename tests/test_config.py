@@ -25,6 +25,7 @@ SPEC_KEYS += ["CLAIM_LEASE_SECONDS"]  # issue 9
 SPEC_KEYS += ["OUTPUTS"]  # issue 10
 SPEC_KEYS += ["LANGUAGE", "UI_TOKEN"]  # issue 11
 SPEC_KEYS += ["POLL_INTERVAL"]  # issue 12
+SPEC_KEYS += ["LOCAL_RUNTIME"]  # issue 13
 
 TOKEN = "hf_SecretSecretSecret123"
 

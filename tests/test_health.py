@@ -57,7 +57,8 @@ def _sample(app: Any, name: str, **labels: str) -> float | None:
 
 def test_the_document_of_a_daemon_that_works(running_app: Callable[..., Any], model_path: Path,
                                              data_dir: Path) -> None:
-    app, health = running_app(LocalRemover(model_path), MODEL_PATH=model_path)
+    app, health = running_app(LocalRemover(model_path), MODEL_PATH=model_path,
+                              LOCAL_RUNTIME="onnxruntime")
     _drop_photo(app, data_dir)
     wait_for(lambda: app.pool.done_count == 1, 60, message="the photo processed")
 
@@ -74,8 +75,10 @@ def test_the_document_of_a_daemon_that_works(running_app: Callable[..., Any], mo
     assert application["outcomes"]["done"] == 1
     dependencies = doc["checks"]["dependencies"]
     assert dependencies["status"] == HEALTHY
-    assert dependencies["local_model"] == {"path": str(model_path), "present": True,
-                                           "loaded": True}
+    assert dependencies["local_model"] == {
+        "path": str(model_path), "present": True, "loaded": True,
+        "runtime_setting": "onnxruntime", "runtime": "onnxruntime", "precision": "fp32",
+        "runtime_why": "LOCAL_RUNTIME=onnxruntime"}
     storage = doc["checks"]["storage"]
     assert storage["status"] in (HEALTHY, DEGRADED)  # degraded only if this disk is nearly full
     assert all(f["writable"] for f in storage["folders"].values())

@@ -97,3 +97,23 @@ def test_imports_point_down_the_map(module: str, imported: str) -> None:
         assert mine == theirs, f"stages never import each other: {module} imports {imported}"
     if imported == "app":
         assert module == "cli", f"only cli imports the App at run time, not {module}"
+
+
+def _third_party(path: Path) -> set[str]:
+    """Top-level packages ``path`` imports at run time, outside ``watcher``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    return {name.split(".")[0] for name in names}
+
+
+def test_the_local_remover_leaves_the_runtimes_to_engines() -> None:
+    """LOCAL_RUNTIME's choice lives in removal/runtime.py and the runtimes in removal/engines.py:
+    local.py feeds whatever engine it is given, and nothing else imports a runtime."""
+    runtimes = {"onnxruntime", "openvino"}
+    importers = {name for name, path in MODULES.items() if _third_party(path) & runtimes}
+    assert importers == {"stages.removal.engines"}
+    assert ("stages.removal.local", "stages.removal.runtime") in EDGES
+    assert ("stages.removal.runtime", "stages.removal.engines") in EDGES

@@ -44,7 +44,9 @@ def _local(settings: config.Settings, metrics: Metrics,
     from watcher.stages.removal.local import LocalRemover
 
     # one model run at a time, on every CPU worker's core (see LocalRemover)
-    return LocalRemover(settings.model_path, threads=settings.cpu_workers, metrics=metrics)
+    return LocalRemover(settings.model_path, threads=settings.cpu_workers, metrics=metrics,
+                        runtime_setting=settings.local_runtime,
+                        on_load=lambda c: metrics.set_runtime(c.runtime, c.precision))
 
 
 def _gradio(settings: config.Settings, metrics: Metrics,
@@ -181,11 +183,13 @@ def cmd_diagnose(settings: config.Settings, args: argparse.Namespace) -> int:
 
 def cmd_config(settings: config.Settings, args: argparse.Namespace) -> int:
     from watcher import mounts
+    from watcher.stages.removal import runtime
 
     for line in settings.describe():
         print(line)
     watching = mounts.choose(settings.watch_mode, settings.upload_path)
     print(f"\nWatching {settings.upload_path}: {watching.mode} ({watching.why})")
+    print(f"Local model: {runtime.plan(settings.local_runtime)}")
     print("\nWhat each photo becomes (OUTPUTS, [outputs.NAME], [folders.\"NAME\"]):")
     for line in settings.plan.describe():
         print(f"  {line}")

@@ -8,6 +8,7 @@ exits the process (the CLI turns ConfigError into exit code 2).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -201,6 +202,14 @@ def _output_size_ok(value: tuple[int, int]) -> str | None:
     return None if all(16 <= side <= 8000 for side in value) else "each side must be 16..8000 pixels"
 
 
+def _runtime_ok(value: str) -> str | None:
+    if value == "openvino" and importlib.util.find_spec("openvino") is None:
+        return ("OpenVINO is not installed: install thumbgen's openvino extra "
+                "(pip install 'thumbgen[openvino]'; make setup and the image have it), or use "
+                "auto or onnxruntime")
+    return None
+
+
 def _port_ok(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a TCP port 0..65535"
 
@@ -305,6 +314,11 @@ OPTIONS: tuple[Option, ...] = (
          "Outputs made from each photo: presets (default, amazon, mercadolivre, cutout) or "
          "[outputs.NAME] tables of the TOML file; env: amazon,mercadolivre."),
     _opt("MODEL_PATH", _parse_path, _default_model_path, "Where the local U²-Net-p model lives."),
+    _opt("LOCAL_RUNTIME", _choice("auto", "onnxruntime", "openvino"), "auto",
+         "What runs the local model: onnxruntime (fp32); openvino (bf16 where the CPU has it "
+         "natively, else f32); auto: OpenVINO bf16 where the CPU has native bf16 (AMX or "
+         "AVX-512 BF16) and its masks agree with onnxruntime's on a probe photo, else "
+         "onnxruntime fp32.", check=_runtime_ok),
     _opt("WORKER_ID", _parse_str, _default_worker_id,
          "Name of this daemon's claim folder; must be unique among daemons on one share."),
     _opt("RATE_LIMIT_PER_MINUTE", _parse_int, 0, "Remote calls per minute at most (0 = no limit).",
@@ -363,6 +377,7 @@ class Settings:
     fill_ratio: float
     outputs: tuple[str, ...]
     model_path: Path
+    local_runtime: Literal["auto", "onnxruntime", "openvino"]
     worker_id: str
     rate_limit_per_minute: int
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -2,8 +2,9 @@
 
 Each finding is one line, ``OK``, ``WARN`` or ``FAIL``, and every WARN or FAIL says what to do.
 It checks the configuration, the folders and their permissions (by writing, since permission
-bits do not stop root), free disk, the inotify limits, whether the remote remover answers, and
-whether the local model is in place. It changes nothing but a probe file it removes at once.
+bits do not stop root), free disk, the inotify limits, whether the remote remover answers,
+whether the local model is in place, and which runtime and precision run it (it loads the model
+as the daemon does). It changes nothing but a probe file it removes at once.
 Every finding is masked (``masking.mask_text``): a password or token in a setting never shows.
 """
 
@@ -22,6 +23,7 @@ import httpx
 
 from watcher import config, models, mounts
 from watcher.config import Settings
+from watcher.errors import ModelError
 from watcher.health import DiskThresholds, probe_write
 from watcher.masking import mask_text
 
@@ -49,7 +51,7 @@ def run(settings: Settings, timeout: float = 5.0) -> list[Finding]:
     return [replace(f, text=mask_text(f.text, secrets), action=mask_text(f.action, secrets))
             for f in (*check_config(settings), *check_folders(settings), *check_disk(settings),
                       *check_inotify(settings), *check_remote(settings, timeout),
-                      *check_model(settings))]
+                      *check_model(settings), *check_runtime(settings))]
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -310,6 +312,27 @@ def check_model(s: Settings) -> Iterator[Finding]:
     level = FAIL if s.removal_kind == "local" else WARN
     yield Finding(level, "model", f"{path} is {state}", "run `thumbgen models fetch` as the "
                   "daemon's user (it downloads and verifies the model)")
+
+
+def check_runtime(s: Settings) -> Iterator[Finding]:
+    """Loads the local model as the daemon would (LOCAL_RUNTIME, the probe under ``auto``) and
+    says which runtime and precision run it."""
+    from watcher.stages.removal import runtime
+
+    if not (s.removal_kind == "local" or s.gradio_fallback_enabled):
+        return
+    if not s.model_path.is_file():
+        yield Finding(OK, "runtime", f"LOCAL_RUNTIME={s.local_runtime}: would run "
+                      f"{runtime.plan(s.local_runtime)}; not loaded (no model)")
+        return
+    try:
+        _, choice = runtime.open_engine(s.local_runtime, s.model_path, s.cpu_workers)
+    except ModelError as exc:
+        yield Finding(FAIL, "runtime", f"LOCAL_RUNTIME={s.local_runtime}: the model does not "
+                      f"load ({exc})", "run `thumbgen models fetch` (it replaces a damaged "
+                      "file); if only OpenVINO fails, set LOCAL_RUNTIME=onnxruntime")
+        return
+    yield Finding(OK, "runtime", f"LOCAL_RUNTIME={s.local_runtime}: {choice}")
 
 
 __all__ = ["run", "Finding", "OK", "WARN", "FAIL"]

@@ -16,8 +16,9 @@
 The remover may offer ``state()``, a dict read here with these keys (all optional):
 ``reachable`` / ``remote_reachable`` (bool), ``breaker`` / ``breaker_state`` (``closed``, ``open``,
 ``half-open``), ``last_error`` (str), ``fallback_in_use`` / ``fallback_active`` (bool),
-``local_model_loaded`` (bool), ``waiting`` (bool: no fallback, files wait). A ``LocalRemover``
-answers through its ``loaded`` property.
+``local_model_loaded`` (bool), ``local_runtime`` (``{runtime, precision, why}``), ``waiting``
+(bool: no fallback, files wait). A ``LocalRemover`` answers through its ``loaded`` and ``choice``
+properties.
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ _RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 MIB = 1024**2
 # Liveness never fails faster than this, whatever the remote timeout.
 MIN_STALL_SECONDS = 60.0
+
+
+def _runtime_doc(s: Settings, remover: object, state: Mapping[str, Any]) -> dict[str, Any]:
+    """LOCAL_RUNTIME and, once the model has loaded, the runtime and precision that run it."""
+    choice = _first(state, "local_runtime")
+    if choice is None and getattr(remover, "choice", None) is not None:
+        choice = remover.choice.as_dict()  # type: ignore[attr-defined]
+    choice = choice or {}
+    return {"runtime_setting": s.local_runtime, "runtime": choice.get("runtime"),
+            "precision": choice.get("precision"), "runtime_why": choice.get("why")}
 
 
 def worst(statuses: Iterable[str]) -> str:
@@ -326,7 +337,7 @@ class Health:
         doc: dict[str, Any] = {
             "removal_backend": getattr(remover, "name", s.removal_kind),
             "local_model": {"path": str(s.model_path), "present": model_present,
-                            "loaded": loaded},
+                            "loaded": loaded, **_runtime_doc(s, remover, state)},
         }
         problems = []
         needs_local = not remote or s.gradio_fallback_enabled

@@ -92,14 +92,20 @@ class Metrics:
         self.storage_size = Gauge("thumbgen_storage_size_bytes",
                                   "Size of the filesystem of each data folder.", ["folder"],
                                   registry=r)
-        self.build_info = Info("thumbgen_build", "Version of thumbgen.", registry=r)
-        self.build_info.info({"version": __version__})
+        self.build_info = Info("thumbgen_build", "Version of thumbgen, and the runtime and "
+                               "precision of the local model (none until it first loads).",
+                               registry=r)
+        self.set_runtime("none", "none")
         for outcome in OUTCOMES:
             self.files.labels(outcome)
         for reason in (*REJECT_KINDS, UNEXPECTED):
             self.failures.labels(reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+
+    def set_runtime(self, runtime: str, precision: str) -> None:
+        """Say in ``thumbgen_build_info`` what runs the local model (LOCAL_RUNTIME's choice)."""
+        self.build_info.info({"version": __version__, "runtime": runtime, "precision": precision})
 
     def expect_checks(self, output: str, checks: Iterable[str]) -> None:
         """Export zeros for the checks an output gets, before its first photo."""

@@ -25,6 +25,7 @@ from tests.e2e.conftest import THUMBGEN, Daemon, wait_for
 from tests.sd_notify import NotifyListener
 from tests.slow_client import probe_while_trickling
 from watcher.errors import REJECT_KINDS, UNEXPECTED
+from watcher.stages.removal import runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -126,13 +127,23 @@ def test_health_metrics_and_logs_of_a_working_daemon(make_daemon: Callable[..., 
     validated = sample(samples, "thumbgen_stage_seconds_count", stage="validate")
     assert 2 + 2 * 2 <= validated <= 2 + 2 * 8, validated
     assert sample(samples, "thumbgen_in_flight") == 0
-    assert sample(samples, "thumbgen_build_info", version="0.1.0") == 1
+    # which runtime runs the local model (LOCAL_RUNTIME=auto: onnxruntime fp32 without native bf16)
+    (info,) = [dict(labels) for name, labels in samples if name == "thumbgen_build_info"]
+    assert info["version"] == "0.1.0"
+    if runtime.plan("auto").runtime == "onnxruntime":  # no native bf16 here, nothing to probe
+        assert (info["runtime"], info["precision"]) == ("onnxruntime", "fp32")
+    else:  # the probe decided
+        assert (info["runtime"], info["precision"]) in (("onnxruntime", "fp32"),
+                                                        ("openvino", "bf16"))
     assert sample(samples, "process_resident_memory_bytes") > 0
     assert sample(samples, "thumbgen_dependency_up", dependency="local_model") == 1
 
     status, doc = get_json(url + "/health")
     assert status == 200 and doc["status"] in ("healthy", "degraded")
     assert set(doc["checks"]) == {"application", "dependencies", "storage", "resources"}
+    local_model = doc["checks"]["dependencies"]["local_model"]
+    assert (local_model["runtime"], local_model["precision"]) == (info["runtime"],
+                                                                  info["precision"])
     assert doc["uptime"] > 0 and doc["timestamp"].endswith("+00:00")
     application = doc["checks"]["application"]
     assert application["outcomes"]["done"] == 2 and application["outcomes"]["rejected"] == 2

@@ -166,6 +166,21 @@ def test_the_image_carries_no_compiler_no_tests_no_pip_cache_and_the_verified_mo
     assert found == [models.MODEL_SHA256]
 
 
+def test_the_trimmed_openvino_runs_the_model_on_a_read_only_root() -> None:
+    """LOCAL_RUNTIME=openvino in the image: OpenVINO, cut down to its CPU plugin and the ONNX
+    frontend, loads the baked-in model and its mask of the probe photo agrees with onnxruntime's."""
+    script = ("import os; from pathlib import Path; from PIL import Image; "
+              "from watcher.stages.removal import runtime as r; "
+              "from watcher.stages.removal.engines import OnnxEngine; "
+              "m = Path(os.environ['THUMBGEN_MODEL_PATH']); "
+              "e, c = r.open_engine('openvino', m, 1); "
+              "p = r.compare(OnnxEngine(m, 1), e, Image.open(r.PROBE_PHOTO).convert('RGB')); "
+              "print(c.runtime, p.iou >= r.AGREEMENT)")
+    found = engine("run", "--rm", "--read-only", "--network", "none", "--entrypoint", "python",
+                   IMAGE, "-c", script).stdout.split()
+    assert found == ["openvino", "True"]
+
+
 def test_the_daemon_runs_as_uid_10001_never_root(running: Container) -> None:
     status = running.exec("cat", "/proc/1/status").stdout
     uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))

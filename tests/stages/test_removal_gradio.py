@@ -331,6 +331,8 @@ def test_a_remote_that_is_down_falls_back_and_says_so_once(
     state = remover.state()
     assert state["breaker"] == "open" and state["fallback_in_use"] is True
     assert state["reachable"] is False and state["local_model_loaded"] is True
+    assert state["local_runtime"] == {"runtime": "onnxruntime", "precision": "fp32",
+                                      "why": "LOCAL_RUNTIME=onnxruntime"}
     assert "unreachable" in str(state["last_error"])
     assert sum("the local model makes the cut-outs" in m for m in messages) == 1
     assert requests(remover.metrics, "gradio", "unreachable") == 2  # then the breaker opened
@@ -363,8 +365,8 @@ def test_state_has_the_documented_shape(down_url: str, make_remover: MakeRemover
         "backend": "gradio", "endpoint": f"{down_url.rstrip('/')}/png", "reachable": None,
         "breaker": "closed", "consecutive_failures": 0, "retry_in": 0.0, "last_error": None,
         "last_error_at": None, "last_success_at": None, "fallback_enabled": False,
-        "fallback_in_use": False, "local_model_loaded": False, "waiting": False,
-        "in_flight": 0, "max_in_flight": 4,
+        "fallback_in_use": False, "local_model_loaded": False, "local_runtime": None,
+        "waiting": False, "in_flight": 0, "max_in_flight": 4,
     }
 
 

@@ -330,7 +330,9 @@ def build(settings: Settings, metrics: Metrics,
                                max_cooldown=4 * cooldown),
         rate_limit=RateLimit(settings.rate_limit_per_minute),
         cache=MaskCache(state / "cache", settings.cache_ttl) if settings.cache_enabled else None,
-        fallback=(LocalRemover(settings.model_path, threads=settings.cpu_workers)
+        fallback=(LocalRemover(settings.model_path, threads=settings.cpu_workers,
+                               runtime_setting=settings.local_runtime,
+                               on_load=lambda c: metrics.set_runtime(c.runtime, c.precision))
                   if settings.gradio_fallback_enabled else None),
         cpu_slots=cpu_slots,
     )

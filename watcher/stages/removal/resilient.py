@@ -140,7 +140,8 @@ class RemoteRemover:
         - ``last_error`` (str | None) and ``last_error_at``, ``last_success_at`` (Unix time or
           None);
         - ``fallback_enabled`` (bool); ``fallback_in_use`` (bool: the local model is serving
-          while the remote fails); ``local_model_loaded`` (bool);
+          while the remote fails); ``local_model_loaded`` (bool); ``local_runtime``
+          (``{runtime, precision, why}`` once the fallback's model has loaded, else None);
         - ``waiting`` (bool: the remote fails, there is no fallback, files wait in the inbox);
         - ``in_flight``, ``max_in_flight`` (int): remote calls now, and the bound.
 
@@ -162,6 +163,7 @@ class RemoteRemover:
                 "fallback_enabled": self.fallback is not None,
                 "fallback_in_use": outage and self._fallback_in_use,
                 "local_model_loaded": bool(getattr(self.fallback, "loaded", False)),
+                "local_runtime": _choice_of(self.fallback),
                 "waiting": outage and self.fallback is None,
                 "in_flight": self._in_flight,
                 "max_in_flight": self.max_in_flight,
@@ -342,3 +344,9 @@ class RemoteRemover:
     def _served(self, mask: Image.Image, by: str) -> Image.Image:
         self._served_by.name = by
         return mask
+
+
+def _choice_of(remover: object) -> dict[str, str] | None:
+    """The runtime and precision of a loaded local remover, JSON-ready; None before it loads."""
+    choice = getattr(remover, "choice", None)
+    return choice.as_dict() if choice is not None else None
