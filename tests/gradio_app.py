@@ -14,7 +14,7 @@ Test hooks are read from ``<control>/control.json`` on every call (absent keys a
 - ``result``: ``"opaque"`` answers a PNG without alpha, ``"squashed"`` one of the wrong aspect;
 - ``generation``: a new value resets the counters.
 
-Counters (calls per endpoint, in flight now, peak in flight, widths seen) are written to
+Counters (calls per endpoint, in flight now, peak in flight, widths and sizes seen) are written to
 ``<control>/stats.json`` after every change. Run it as a script:
 ``python tests/gradio_app.py --port N --control DIR [--concurrency 4] [--max-size 0]``, or from a
 test through ``GradioServer``, which starts it as a subprocess (so that killing it mid-call and
@@ -70,14 +70,14 @@ class Hooks:
         self.hung = 0
         active = self.stats.get("active", 0)  # hung calls of an earlier generation still run
         self.stats = {"generation": generation, "calls": {}, "active": active, "peak": active,
-                      "widths": [], "finished": 0}
+                      "widths": [], "sizes": [], "finished": 0}
 
     def _write(self) -> None:
         tmp = self.folder / ".stats.json.tmp"
         tmp.write_text(json.dumps(self.stats))
         os.replace(tmp, self.folder / "stats.json")
 
-    def enter(self, endpoint: str, width: int) -> dict[str, Any]:
+    def enter(self, endpoint: str, size: tuple[int, int]) -> dict[str, Any]:
         control = self.control()
         with self.lock:
             if control.get("generation") != self.generation:
@@ -86,7 +86,8 @@ class Hooks:
             s["calls"][endpoint] = s["calls"].get(endpoint, 0) + 1
             s["active"] += 1
             s["peak"] = max(s["peak"], s["active"])
-            s["widths"].append(width)
+            s["widths"].append(size[0])
+            s["sizes"].append(list(size))
             hang = self.hung < int(control.get("hang_calls", 0))
             if hang:
                 self.hung += 1
@@ -117,7 +118,7 @@ def cut_out(image: Image.Image) -> Image.Image:
 def make_app(hooks: Hooks) -> gr.Blocks:
     import gradio as gr
     def remove(endpoint: str, image: Image.Image) -> str:
-        control = hooks.enter(endpoint, image.width)
+        control = hooks.enter(endpoint, image.size)
         try:
             if control["_hang"]:
                 hooks.hang()
@@ -244,13 +245,14 @@ class GradioServer:
         self.set()
 
     def stats(self) -> dict[str, Any]:
-        """Counters of the current generation: calls (per endpoint), active, peak, widths."""
+        """Counters of the current generation: calls (per endpoint), active, peak, widths,
+        sizes ([width, height] per call)."""
         try:
             stats = json.loads((self.control / "stats.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             stats = {}
         if stats.get("generation") != self.generation:
-            return {"calls": {}, "active": 0, "peak": 0, "widths": [], "finished": 0}
+            return {"calls": {}, "active": 0, "peak": 0, "widths": [], "sizes": [], "finished": 0}
         return stats
 
     def calls(self) -> int:

@@ -50,6 +50,7 @@ def test_config_reads_the_file_given(run_thumbgen: Run, tmp_path: Path, where: s
     ("OUTPUT_SIZE", "1200x"),
     ("BACKUP_SCHEDULE", "61 3 * * *"),
     ("OUTPUT_PATH", "produtos/out"),
+    ("REMOTE_MAX_SIDE", "100"),
 ])
 def test_run_with_a_bad_value_exits_2_naming_the_key(run_thumbgen: Run, key: str,
                                                      value: str) -> None:

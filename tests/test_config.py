@@ -26,6 +26,7 @@ SPEC_KEYS += ["OUTPUTS"]  # issue 10
 SPEC_KEYS += ["LANGUAGE", "UI_TOKEN"]  # issue 11
 SPEC_KEYS += ["POLL_INTERVAL"]  # issue 12
 SPEC_KEYS += ["LOCAL_RUNTIME"]  # issue 13
+SPEC_KEYS += ["REMOTE_MAX_SIDE"]  # issue 13
 
 TOKEN = "hf_SecretSecretSecret123"
 
@@ -242,6 +243,10 @@ def test_typed_toml_values_are_taken_as_they_are(base: Path) -> None:
     ("RESCAN_INTERVAL", "0"),
     ("RESCAN_INTERVAL", "inf"),
     ("GRADIO_TIMEOUT", "inf"),
+    ("REMOTE_MAX_SIDE", "255"),
+    ("REMOTE_MAX_SIDE", "65501"),
+    ("REMOTE_MAX_SIDE", "2k"),
+    ("REMOTE_MAX_SIDE", "1024.5"),
     ("SHUTDOWN_TIMEOUT", "nan"),
     ("BACKUP_SCHEDULE", "every day at 3"),
     ("BACKUP_SCHEDULE", "0 3 * *"),

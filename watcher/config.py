@@ -263,6 +263,10 @@ OPTIONS: tuple[Option, ...] = (
          "Use the local model while the remote fails; when false, files wait for the remote."),
     _opt("MAX_CONCURRENT_REQUESTS", _parse_int, 4, "Remote calls in flight at most.",
          check=_between(1, 256)),
+    _opt("REMOTE_MAX_SIDE", _parse_int, 2048,
+         "Longest side, in pixels, of the photo sent to the remote app; its mask is brought back "
+         "to full size against the photo's own edges. 256 to 65500 (the most a JPEG can hold).",
+         check=_between(256, 65500)),
     _opt("WORKERS", _parse_int, 0, "CPU worker threads; 0 = one per core.", check=_between(0, 256)),
     _opt("CACHE_ENABLED", _parse_bool, True, "Cache cut-outs by content hash."),
     _opt("CACHE_TTL", _parse_int, 7 * 24 * 3600, "Seconds a cached cut-out stays valid.",
@@ -350,6 +354,7 @@ class Settings:
     gradio_retry_attempts: int
     gradio_fallback_enabled: bool
     max_concurrent_requests: int
+    remote_max_side: int
     workers: int
     cache_enabled: bool
     cache_ttl: int

@@ -16,10 +16,13 @@ from loguru import logger
 from PIL import Image, ImageStat
 from prometheus_client import CollectorRegistry
 
+import numpy as np
+
 from tests.gradio_app import GradioServer, free_port
 from watcher import config
 from watcher.errors import RejectedImage, RemovalUnavailable
 from watcher.metrics import Metrics
+from watcher.stages import refine
 from watcher.stages.removal import gradio
 from watcher.stages.removal.base import Remover
 from watcher.stages.removal.breaker import BreakerState, CircuitBreaker
@@ -105,6 +108,34 @@ def test_the_cut_out_comes_from_the_remote(remote: GradioServer, make_remover: M
     state = remover.state()
     assert state["reachable"] is True and state["breaker"] == "closed"
     assert list((tmp_path / "tmp").iterdir()) == []  # upload and download are gone
+
+
+def test_remote_max_side_bounds_what_is_sent_and_the_mask_comes_back_full_size(
+        remote: GradioServer, tmp_path: Path) -> None:
+    (tmp_path / "empty.toml").touch()
+    settings = config.load(env={
+        "THUMBGEN_CONFIG": str(tmp_path / "empty.toml"), "THUMBGEN_BASE_PATH": str(tmp_path),
+        "THUMBGEN_GRADIO_API_URL": remote.url, "THUMBGEN_REMOTE_MAX_SIDE": "256",
+        "THUMBGEN_CACHE_ENABLED": "false", "THUMBGEN_GRADIO_FALLBACK_ENABLED": "false"})
+    remover = gradio.build(settings, Metrics(CollectorRegistry()))
+    photo = product(483, 725)  # portrait, and no side a multiple of the reduction
+    try:
+        mask = remover.mask(photo)
+    finally:
+        remover.close()
+
+    assert remote.stats()["sizes"] == [[171, 256]]
+    assert_is_the_box(mask, photo.size)
+    # refine, as the pipeline runs it, puts the edge back on the photo's: off the true box by
+    # at most the two pixels of its own soft edge, where the upscale alone is off by more
+    box = np.zeros((725, 483), bool)
+    box[725 // 4:3 * 725 // 4, 483 // 4:3 * 483 // 4] = True
+    off = (np.asarray(refine.refine(mask, photo)) >= 128) != box
+    near_edge = np.zeros_like(box)
+    near_edge[725 // 4 - 2:3 * 725 // 4 + 2, 483 // 4 - 2:3 * 483 // 4 + 2] = True
+    near_edge[725 // 4 + 2:3 * 725 // 4 - 2, 483 // 4 + 2:3 * 483 // 4 - 2] = False
+    assert not (off & ~near_edge).any()
+    assert ((np.asarray(mask) >= 128) != box).sum() > off.sum()
 
 
 @pytest.mark.parametrize("result", ["opaque", "squashed"])

@@ -50,6 +50,7 @@ _CONNECT_SECONDS = 10.0
 _STREAM_READ_SECONDS = 60.0
 _MAX_RESULT_BYTES = 64 * 1024**2
 _UPLOAD_QUALITY = 95  # JPEG, 4:4:4: a few ms to encode, and no visible loss for a mask
+DEFAULT_MAX_SIDE = 2048  # the Space's model works at ~1024²: more is bytes on the wire
 _ASPECT_TOLERANCE = 0.01
 _RESULT_FORMATS = ["PNG", "WEBP", "TIFF", "GIF"]  # formats that carry transparency
 _LOCAL_HOSTS = "127.0.0.1,localhost,::1"
@@ -62,7 +63,9 @@ class GradioBackend:
 
     ``src`` is a URL or a Space id (``owner/name``); ``api_name`` the endpoint (``/png`` on
     ``not-lain/background-removal``). The result may be a file path, a file dict with ``url``,
-    or a pair whose first element is the cut-out. One ``Client`` serves every thread: it is built
+    or a pair whose first element is the cut-out. The photo goes out at most ``max_side``
+    pixels on its longer side; its mask comes back stretched to the photo's size, and the
+    pipeline's refine places its edges on the photo's own (``stages/refine.py``). One ``Client`` serves every thread: it is built
     on first use, and built again only if building failed (a built client survives a restart of
     the server). Temp files (upload and download) live in ``temp_dir`` and are gone when the call
     returns.
@@ -71,12 +74,14 @@ class GradioBackend:
     name = "gradio"
 
     def __init__(self, src: str, api_name: str = "/png", token: str = "", timeout: float = 60.0,
-                 temp_dir: Path | None = None, max_workers: int = 40) -> None:
+                 temp_dir: Path | None = None, max_workers: int = 40,
+                 max_side: int = DEFAULT_MAX_SIDE) -> None:
         self.src = src
         self.api_name = api_name if api_name.startswith("/") else f"/{api_name}"
         self.shown = mask_url(src)  # src in every text: a password or token in it never shows
         self.endpoint = _endpoint(self.shown, self.api_name)
         self.timeout = timeout
+        self.max_side = max_side
         self.temp_dir = Path(temp_dir) if temp_dir else Path(tempfile.gettempdir())
         self._token = token
         self._max_workers = max_workers
@@ -90,15 +95,18 @@ class GradioBackend:
     # -- one call ------------------------------------------------------------------------------
 
     def cutout(self, image: Image.Image) -> Image.Image:
-        """An ``L`` mask of ``image.size`` from the remote cut-out. Raises ``RemoteError``s."""
+        """An ``L`` mask of ``image.size`` from the remote cut-out of ``image`` at most
+        ``max_side`` on its longer side. Raises ``RemoteError``s."""
         client = self._get_client()
+        sent = fit_within(image if image.mode == "RGB" else image.convert("RGB"), self.max_side)
+        sent_size = sent.size
         with self._temp_file(".jpg") as upload:
-            image.convert("RGB").save(upload, format="JPEG", quality=_UPLOAD_QUALITY,
-                                      subsampling=0)
+            sent.save(upload, format="JPEG", quality=_UPLOAD_QUALITY, subsampling=0)
+            del sent  # not needed while the call waits
             result = self._run(client, upload)
         with self._temp_file(".png") as download:
             self._download(client, _file_url(client, result), download)
-            return _read_mask(download, image.size)
+            return _read_mask(download, sent_size, image.size)
 
     def _run(self, client: Client, upload: Path) -> Any:
         try:
@@ -275,14 +283,27 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or ""), parts.port
 
 
-def _read_mask(path: Path, size: tuple[int, int]) -> Image.Image:
-    """The alpha of the returned image, checked and scaled to ``size``."""
-    width, height = size
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` itself when neither side is over ``max_side``, else scaled down (Lanczos) so
+    that its longer side is ``max_side``."""
+    longest = max(image.size)
+    if longest <= max_side:
+        return image
+    scale = max_side / longest
+    size = (max(1, min(max_side, round(image.width * scale))),
+            max(1, min(max_side, round(image.height * scale))))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def _read_mask(path: Path, sent: tuple[int, int], size: tuple[int, int]) -> Image.Image:
+    """The alpha of the returned image, checked against the ``sent`` photo's shape and
+    stretched to ``size``, the photo's own (refine then puts its edges on the photo's)."""
+    width, height = sent
     try:
         with Image.open(path, formats=_RESULT_FORMATS) as im:
             if im.width * im.height > 4 * width * height + 1_000_000:
                 raise RemoteError("bad_result", f"the result is {im.width}×{im.height}, far "
-                                  f"larger than the {width}×{height} photo")
+                                  f"larger than the {width}×{height} photo sent")
             im.load()
             has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
             if not has_alpha:
@@ -294,7 +315,7 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Image.Image:
     expected_height = alpha.width * height / width
     if abs(alpha.height - expected_height) > max(1.0, _ASPECT_TOLERANCE * expected_height):
         raise RemoteError("bad_result", f"the result is {alpha.width}×{alpha.height}, not the "
-                          f"shape of the {width}×{height} photo")
+                          f"shape of the {width}×{height} photo sent")
     if alpha.size != size:
         alpha = alpha.resize(size, Image.Resampling.BILINEAR)
     return alpha
@@ -317,7 +338,8 @@ def build(settings: Settings, metrics: Metrics,
     state = settings.state_path
     remote = GradioBackend(settings.gradio_api_url, settings.gradio_api_name,
                            settings.gradio_token, settings.gradio_timeout, temp_dir=state / "tmp",
-                           max_workers=max(40, 2 * settings.max_concurrent_requests))
+                           max_workers=max(40, 2 * settings.max_concurrent_requests),
+                           max_side=settings.remote_max_side)
     # Waiting files come back once per rescan, so probing a failed remote more often than that
     # gains nothing; capped so that the remote is back within half a minute however rare rescans,
     # and within two minutes (four cool-downs) however long the outage was.
