@@ -14,8 +14,11 @@ Sections (all medians; nothing is asserted, targets are only reported):
      after refine (bench/masks.py), and refine's cost
  10. runtimes: model runs/s with onnxruntime fp32, OpenVINO f32 and, where native, bf16, with
      their masks' agreement, and what LOCAL_RUNTIME=auto picks here (bench/runtimes.py)
+ 11. lighter remote calls: 12 MP photos sent whole vs at REMOTE_MAX_SIDE 2048 through a 20 Mbit/s
+     link: bytes, call time, agreement of the final masks (bench/remote.py --lighter)
+ 12. latency of one 2 MP photo, idle daemon, drop to thumbnail, p50 and p95 (bench/latency.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes,lighter,latency]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -38,10 +41,12 @@ sys.path.insert(0, str(HERE))
 
 import backlog  # noqa: E402
 import inputs  # noqa: E402
+import latency  # noqa: E402
 import masks  # noqa: E402
 import memory  # noqa: E402
 import outputs  # noqa: E402
 import page  # noqa: E402
+import remote as remote_calls  # noqa: E402
 import runtimes  # noqa: E402
 import stage_compose  # noqa: E402
 import whole_pipeline  # noqa: E402
@@ -49,7 +54,7 @@ from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
-            "masks", "runtimes")
+            "masks", "runtimes", "lighter", "latency")
 REMOTE_TIMEOUT = 240
 
 
@@ -137,6 +142,11 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
         ("masks", "9. masks before and after refine, against reference cut-outs", masks_),
         ("runtimes", "10. the local model's runtimes (LOCAL_RUNTIME), all cores, one run at a "
          "time", lambda: runtimes.section(1 if quick else 3)),
+        ("lighter", "11. lighter remote calls: 12 MP sent whole vs at REMOTE_MAX_SIDE 2048, "
+         "20 Mbit/s link", lambda: remote_calls.lighter_calls(
+             inputs.photos("12mp", 3 if quick else 9))),
+        ("latency", "12. latency of one 2 MP photo, idle daemon, local model",
+         lambda: latency.run(8 if quick else 20)),
     ]
 
 
@@ -213,6 +223,7 @@ def versions() -> str:
 def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY,
          **backlog.SUMMARY}
+    lighter, one = remote_calls.SUMMARY, latency.SUMMARY
     rows = []
     if "compose" in s:
         wall, cpu = s["compose"]
@@ -250,6 +261,21 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
         rows.append(("another shop's photo under a backlog", f"≤ {s['fair_target']:.2f} s",
                      f"{s['fair_latency']:.2f} s",
                      _verdict(s["fair_latency"] <= s["fair_target"])))
+    if lighter:
+        side = f"{lighter['max_side']:.0f}"
+        rows.append((f"remote call, 12 MP, whole → {side}: bytes sent (median)", "less",
+                     f"{lighter['sent_before'] / 1e6:.2f} → {lighter['sent_after'] / 1e6:.2f} MB "
+                     f"({lighter['sent_after'] / lighter['sent_before']:.2f} ×)", ""))
+        rows.append((f"remote call, 12 MP, whole → {side}: one call at 20 Mbit/s", "less",
+                     f"{lighter['call_before']:.1f} → {lighter['call_after']:.1f} s "
+                     f"({lighter['call_after'] / lighter['call_before']:.2f} ×)", ""))
+        rows.append((f"remote masks at {side} vs whole, final, worst IoU",
+                     f"≥ {remote_calls.IOU_TARGET}", f"{lighter['iou_min']:.4f}",
+                     _verdict(lighter["iou_min"] >= remote_calls.IOU_TARGET)))
+    if one:
+        rows.append(("drop → thumbnail, 2 MP, idle daemon: p50 / p95",
+                     f"p50 ≤ {one['target']:.2f} s", f"{one['p50']:.2f} s / {one['p95']:.2f} s",
+                     _verdict(one["p50"] <= one["target"])))
     print("\n== summary ==")
     if rows:
         print(table(["measure", "target", "measured", ""], rows))

@@ -3,7 +3,8 @@
 Three tabs, as on the Space: ``/image`` (``image: filepath`` → a pair: cut-out, original),
 ``/text`` (``image``: an image URL → the same pair) and ``/png`` (``f: filepath`` → the path of a
 transparent PNG). The cut-out is real but cheap: a pixel is background when its colour is close
-to the top-left corner's.
+to the top-left corner's; or, with the ``model`` hook, the local U²-Net-p's mask (a real model
+that, like the Space's at ~1024², sees the photo at a fixed 320², answered at the photo's size).
 
 Test hooks are read from ``<control>/control.json`` on every call (absent keys are off):
 
@@ -12,6 +13,7 @@ Test hooks are read from ``<control>/control.json`` on every call (absent keys a
 - ``hang_calls``: the next N calls hang until the hook is cleared (or 120 s pass);
 - ``refuse_width``: images of exactly this width are refused as unreadable;
 - ``result``: ``"opaque"`` answers a PNG without alpha, ``"squashed"`` one of the wrong aspect;
+- ``model``: the path of ``u2netp.onnx``: the cut-out's alpha is that model's mask (benches);
 - ``generation``: a new value resets the counters.
 
 Counters (calls per endpoint, in flight now, peak in flight, widths and sizes seen) are written to
@@ -107,12 +109,31 @@ class Hooks:
             time.sleep(0.05)
 
 
-def cut_out(image: Image.Image) -> Image.Image:
-    """RGBA: alpha 255 where the colour is far from the top-left corner's, else 0."""
+def cut_out(image: Image.Image, model: str = "") -> Image.Image:
+    """RGBA: alpha 255 where the colour is far from the top-left corner's, else 0; or, given
+    ``model``, the alpha of that U²-Net-p model."""
+    if model:
+        rgba = image.convert("RGBA")
+        rgba.putalpha(_local(model).mask(image.convert("RGB")))
+        return rgba
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
     distance = np.abs(rgb - rgb[0, 0]).sum(axis=2)
     alpha = np.where(distance > _BACKGROUND_DISTANCE, 255, 0).astype(np.uint8)
     return Image.fromarray(np.dstack([rgb.astype(np.uint8), alpha]), "RGBA")
+
+
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _local(path: str) -> Any:
+    """One loaded model per path, shared by the server's threads."""
+    from watcher.stages.removal.local import LocalRemover
+
+    with _MODELS_LOCK:
+        if path not in _MODELS:
+            _MODELS[path] = LocalRemover(Path(path))
+        return _MODELS[path]
 
 
 def make_app(hooks: Hooks) -> gr.Blocks:
@@ -128,7 +149,7 @@ def make_app(hooks: Hooks) -> gr.Blocks:
                 raise gr.Error(str(control["raise"]))
             if control.get("refuse_width") == image.width:
                 raise gr.Error("cannot identify image file")
-            result = cut_out(image)
+            result = cut_out(image, str(control.get("model") or ""))
             if control.get("result") == "opaque":
                 result = result.convert("RGB")
             elif control.get("result") == "squashed":
