@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
-from pathlib import Path
 
 from PIL import Image, ImageOps
 
@@ -39,8 +39,8 @@ def photo_2mp() -> bytes:
     return buf.getvalue()
 
 
-def _drop(d: Daemon, data: bytes, name: str) -> tuple[float, float]:
-    """Drop ``data`` as ``name``; (seconds to its thumbnail, monotonic time it appeared)."""
+def _drop(d: Daemon, data: bytes, name: str) -> float:
+    """Drop ``data`` as ``name``: the seconds from the rename to its thumbnail."""
     staged = d.staging / name
     staged.write_bytes(data)
     target = d.output / name  # OUTPUT_FORMAT jpeg: the same name
@@ -51,8 +51,7 @@ def _drop(d: Daemon, data: bytes, name: str) -> tuple[float, float]:
             d.check_alive()
             raise RuntimeError(f"{name}: no thumbnail within 60 s")
         time.sleep(0.002)
-    end = time.monotonic()
-    return end - start, end
+    return time.monotonic() - start
 
 
 def run(drops: int = 20, settle: float = SETTLE) -> list[str]:
@@ -63,7 +62,7 @@ def run(drops: int = 20, settle: float = SETTLE) -> list[str]:
         _drop(d, data, "warm-up.jpg")  # the model loads on first use
         for i in range(drops):
             time.sleep(0.3)  # idle: the previous photo's original has moved, its log line written
-            latencies.append(_drop(d, data, f"p{i:02d}.jpg")[0])
+            latencies.append(_drop(d, data, f"p{i:02d}.jpg"))
         time.sleep(0.5)
         records = {str(r.get("file")): r for r in d.records()}
     work: list[float] = []
@@ -82,8 +81,10 @@ def run(drops: int = 20, settle: float = SETTLE) -> list[str]:
     rows = [("drop → thumbnail p50", f"{p50:.2f} s", f"≤ {target:.2f} s",
              "met" if p50 <= target else "NOT met"),
             ("drop → thumbnail p95", f"{p95:.2f} s", "", ""),
-            ("  of which the daemon's work (claim → done), median", f"{median(work):.2f} s", "", ""),
-            *((f"    {stage}", f"{median(times):.3f} s", "", "") for stage, times in stages.items()),
+            ("  of which the daemon's work (claim → done), median", f"{median(work):.2f} s",
+             "", ""),
+            *((f"    {stage}", f"{median(times):.3f} s", "", "")
+              for stage, times in stages.items()),
             ("  the rest (settle wait, queueing), median",
              f"{median(rest):.3f} s", f"SETTLE_SECONDS {settle:g}", "")]
     return [f"  {drops} drops of one {SIZE[0]}×{SIZE[1]} JPEG ({len(data) / 1e6:.1f} MB), one at "
@@ -92,7 +93,10 @@ def run(drops: int = 20, settle: float = SETTLE) -> list[str]:
             table(["measure", "measured", "target", ""], rows)]
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str]) -> int:
+    print("\n".join(run(int(argv[0]) if argv else 20)))
+    return 0
 
-    sys.exit(print("\n".join(run(int(sys.argv[1]) if len(sys.argv) > 1 else 20))))
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

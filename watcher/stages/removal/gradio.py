@@ -65,10 +65,10 @@ class GradioBackend:
     ``not-lain/background-removal``). The result may be a file path, a file dict with ``url``,
     or a pair whose first element is the cut-out. The photo goes out at most ``max_side``
     pixels on its longer side; its mask comes back stretched to the photo's size, and the
-    pipeline's refine places its edges on the photo's own (``stages/refine.py``). One ``Client`` serves every thread: it is built
-    on first use, and built again only if building failed (a built client survives a restart of
-    the server). Temp files (upload and download) live in ``temp_dir`` and are gone when the call
-    returns.
+    pipeline's refine places its edges on the photo's own (``stages/refine.py``). One
+    ``Client`` serves every thread: it is built on first use, and built again only if building
+    failed (a built client survives a restart of the server). Temp files (upload and download)
+    live in ``temp_dir`` and are gone when the call returns.
     """
 
     name = "gradio"
