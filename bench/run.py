@@ -19,7 +19,8 @@ Sections (all medians; nothing is asserted, targets are only reported):
  12. latency of one 2 MP photo, idle daemon, drop to thumbnail, p50 and p95 (bench/latency.py)
 
 Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes,lighter,latency]
-Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
+Takes ~4–6 minutes on 2 cores, ~5 more for sections 11 and 12 (plus ~2 minutes once, to make
+the input photos).
 """
 
 from __future__ import annotations
