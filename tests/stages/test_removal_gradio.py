@@ -27,7 +27,7 @@ from watcher.stages.removal import gradio
 from watcher.stages.removal.base import Remover
 from watcher.stages.removal.breaker import BreakerState, CircuitBreaker
 from watcher.stages.removal.cache import MaskCache, content_key
-from watcher.stages.removal.gradio import GradioBackend
+from watcher.stages.removal.gradio import DEFAULT_MAX_SIDE, GradioBackend
 from watcher.stages.removal.local import LocalRemover
 from watcher.stages.removal.pacing import Backoff, RateLimit
 from watcher.stages.removal.resilient import REFUSED_REASON, RemoteRemover
@@ -69,9 +69,11 @@ def make_remover(tmp_path: Path, model_path: Path) -> Iterator[MakeRemover]:
     def make(url: str, *, api_name: str = "/png", timeout: float = 5.0, attempts: int = 2,
              max_in_flight: int = 4, fallback: bool = False, cache: bool = False,
              threshold: int = 5, cooldown: float = 30.0, base: float = 0.05,
-             cpu_slots: threading.Semaphore | None = None) -> RemoteRemover:
+             cpu_slots: threading.Semaphore | None = None,
+             max_side: int = DEFAULT_MAX_SIDE) -> RemoteRemover:
         remover = RemoteRemover(
-            GradioBackend(url, api_name, timeout=timeout, temp_dir=tmp_path / "tmp"),
+            GradioBackend(url, api_name, timeout=timeout, temp_dir=tmp_path / "tmp",
+                          max_side=max_side),
             Metrics(CollectorRegistry()), max_in_flight=max_in_flight,
             backoff=Backoff(attempts, base=base, cap=1.0),
             breaker=CircuitBreaker(threshold, cooldown),
@@ -281,6 +283,17 @@ def test_a_cache_hit_makes_no_call(remote: GradioServer, make_remover: MakeRemov
     assert again.tobytes() == first.tobytes()
     hits = remover.metrics.registry.get_sample_value("thumbgen_cache_hits_total")
     assert hits == 1
+
+
+def test_a_mask_cached_at_another_remote_max_side_is_not_served(
+        remote: GradioServer, make_remover: MakeRemover) -> None:
+    make_remover(remote.url, cache=True, max_side=256).mask(product(width=640, height=480))
+
+    again = make_remover(remote.url, cache=True, max_side=2048)
+    again.mask(product(width=640, height=480))  # REMOTE_MAX_SIDE raised: asked again, whole
+
+    assert remote.calls() == 2 and again.name == "gradio"
+    assert remote.stats()["widths"][-1] == 640
 
 
 def test_the_server_killed_mid_call_then_started_again(tmp_path: Path,

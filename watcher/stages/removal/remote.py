@@ -50,10 +50,13 @@ class RemoteBackend(Protocol):
     - ``endpoint`` names what answers (URL or Space, and API name), with no secret in it
       (``masking.mask_url``): it is shown in logs, ``/health`` and notes, and it is part of
       cache keys, so a change of service never serves another service's cut-outs.
+    - ``max_side``: the longest side a photo is sent at (``REMOTE_MAX_SIDE``); also part of
+      cache keys: a mask made from a smaller copy is not served once more detail is asked for.
     """
 
     name: str
     endpoint: str
+    max_side: int
 
     def cutout(self, image: Image.Image) -> Image.Image: ...
 
