@@ -100,7 +100,8 @@ class RemoteRemover:
     # -- the Remover contract ------------------------------------------------------------------
 
     def mask(self, image: Image.Image) -> Image.Image:
-        key = content_key(image, self.remote.name, self.remote.endpoint, str(self.remote.max_side))
+        key = content_key(image, self.remote.name, self.remote.endpoint,
+                          str(self.remote.max_side))
         if self.cache is not None:
             cached = self.cache.get(key, image.size)
             if cached is not None:
