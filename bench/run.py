@@ -12,8 +12,10 @@ Sections (all medians; nothing is asserted, targets are only reported):
      poll's CPU over 100 000 files in 1 000 folders, another shop's photo under a 5 000 backlog
   9. masks: IoU, haze and MAD of the local model's masks against reference cut-outs, before and
      after refine (bench/masks.py), and refine's cost
+ 10. the whole pipeline against the model's own ceiling, alternated in one run (bench/ceiling.py)
+ 11. `thumbgen process` against `rembg p -m u2netp` on 18 photos of 12 MP (bench/peer.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks]
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,ceiling,peer]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -35,18 +37,20 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import backlog  # noqa: E402
+import ceiling  # noqa: E402
 import inputs  # noqa: E402
 import masks  # noqa: E402
 import memory  # noqa: E402
 import outputs  # noqa: E402
 import page  # noqa: E402
+import peer  # noqa: E402
 import stage_compose  # noqa: E402
 import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
-            "masks")
+            "masks", "ceiling", "peer")
 REMOTE_TIMEOUT = 240
 
 
@@ -132,6 +136,10 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
          lambda: backlog.start_backlog(big=20_000 if quick else 100_000)
          + [""] + backlog.fairness(1000 if quick else 5000)),
         ("masks", "9. masks before and after refine, against reference cut-outs", masks_),
+        ("ceiling", "10. the whole pipeline against the model's own ceiling, 2 workers, 12 MP",
+         lambda: ceiling.run(inputs.photos("12mp", n12)[:12 if quick else 24], 2 if quick else 4)),
+        ("peer", "11. `thumbgen process` against `rembg p -m u2netp`, 18 photos of 12 MP",
+         lambda: peer.run(inputs.photos("12mp", 18), 1 if quick else 2)),
     ]
 
 
@@ -201,7 +209,7 @@ def versions() -> str:
 
 def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY,
-         **backlog.SUMMARY}
+         **backlog.SUMMARY, **ceiling.SUMMARY, **peer.SUMMARY}
     rows = []
     if "compose" in s:
         wall, cpu = s["compose"]
@@ -215,6 +223,15 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     if "model_ceiling" in s:
         rows.append(("  (model alone, all cores: the ceiling)", "",
                      f"{s['model_ceiling']:.2f} images/s", ""))
+    if "ceiling_ratio" in s:
+        rows.append(("whole pipeline ÷ the model's ceiling, 2 workers, 12 MP",
+                     f"≥ {ceiling.TARGET}", f"{s['ceiling_ratio']:.2f} (by CPU time "
+                     f"{s['ceiling_cpu_ratio']:.2f})", _verdict(s["ceiling_ratio"] >= ceiling.TARGET)))
+    if "peer_ratio" in s:
+        rows.append(("thumbgen process ÷ rembg p -m u2netp, 18 × 12 MP", f"≥ {peer.TARGET} ×",
+                     f"{s['peer_ratio']:.2f} × (peak RSS {mib(s['peer_rss'])})",
+                     _verdict(s["peer_ratio"] >= peer.TARGET
+                              and s["peer_rss"] <= peer.RSS_TARGET)))
     if "peak_rss" in s:
         rows.append(("peak RSS, 2 workers, 24 MP", "≤ 500 MB", mib(s["peak_rss"]),
                      _verdict(s["peak_rss"] <= 500 * 1024**2)))
