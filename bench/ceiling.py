@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from PIL import Image
 
@@ -42,9 +43,13 @@ from watcher.model import Job
 from watcher.pipeline import Pipeline, working_target
 from watcher.stages import compose as compose_stage
 from watcher.stages import publish, refine, validate
+from watcher.stages.removal.base import Remover
 
 TARGET = 0.9
 SUMMARY: dict[str, float] = {}
+T = TypeVar("T")
+MODEL = "  model alone (mask of the 320² photo)"
+MASK = "mask (pre-process, model, post-process)"
 
 
 def _settings() -> config.Settings:
@@ -52,7 +57,7 @@ def _settings() -> config.Settings:
                        env={"THUMBGEN_REMOVAL_BACKEND": "local", "THUMBGEN_WORKERS": "2"})
 
 
-def _in_threads(count: int, items: list[object], work: Callable[[object], None]) -> float:
+def _in_threads(count: int, items: list[T], work: Callable[[T], object]) -> float:
     """Run ``work`` over ``items`` on ``count`` threads taking the next item as they free up;
     the wall seconds it took."""
     lock, queue = threading.Lock(), list(reversed(items))
@@ -101,19 +106,19 @@ def _measure(photos: list[Path], rounds: int) -> list[str]:
     out = Path(tempfile.mkdtemp(prefix="thumbgen-ceiling-"))
     jobs = [(p, PurePosixPath(f"{i:03d}.jpg")) for i, p in enumerate(photos)]
 
-    def one(item: object) -> None:
-        source, rel = item  # type: ignore[misc]
+    def one(item: tuple[Path, PurePosixPath]) -> None:
+        source, rel = item
         rendered = pipeline.render(Job(rel=rel), source)
         publish.write_set(out, [(path, data) for _, path, data in rendered.files], "bench")
 
     def ceiling() -> tuple[float, float]:
         c0 = time.process_time()
-        wall = _in_threads(workers, list(small), lambda im: remover.mask(im))  # type: ignore[arg-type]
+        wall = _in_threads(workers, small, remover.mask)
         return len(small) / wall, (time.process_time() - c0) / len(small)
 
     def whole() -> tuple[float, float]:
         c0 = time.process_time()
-        wall = _in_threads(workers, list(jobs), one)
+        wall = _in_threads(workers, jobs, one)
         return len(jobs) / wall, (time.process_time() - c0) / len(jobs)
 
     rows, ratios, cpu_ratios = [], [], []
@@ -139,7 +144,8 @@ def _measure(photos: list[Path], rounds: int) -> list[str]:
     verdict = "met" if median(ratios) >= TARGET else "NOT met"
     return [
         f"  {len(photos)} photos of 12 MP, {workers} threads ({remover.name} remover as "
-        f"the daemon builds it, the daemon's malloc settings), {rounds} rounds alternating which goes first",
+        f"the daemon builds it, the daemon's malloc settings), {rounds} rounds alternating "
+        "which goes first",
         table(["round", "order", "ceiling runs/s", "pipeline img/s", "ratio",
                "model CPU ms/run", "pipeline CPU ms/img", "CPU ratio", "load"], rows),
         f"  target: pipeline ≥ {TARGET} × the model's ceiling → {median(ratios):.2f} ({verdict});"
@@ -151,7 +157,7 @@ def _measure(photos: list[Path], rounds: int) -> list[str]:
     ]
 
 
-def _steps(pipeline: Pipeline, remover: object, photos: list[Path],
+def _steps(pipeline: Pipeline, remover: Remover, photos: list[Path],
            small: list[Image.Image]) -> str:
     """The pipeline's steps apart, as ``Pipeline.render`` runs them, CPU time on core 0 (of the
     whole process: the runtime's own threads count, and nothing else of ours runs meanwhile)."""
@@ -161,7 +167,7 @@ def _steps(pipeline: Pipeline, remover: object, photos: list[Path],
     limits = replace(pipeline.limits, target=working_target(pipeline.plan.outputs))
     times: dict[str, list[float]] = {}
 
-    def timed(name: str, fn: Callable[[], object]) -> object:
+    def timed(name: str, fn: Callable[[], T]) -> T:
         c0 = time.process_time()
         value = fn()
         times.setdefault(name, []).append((time.process_time() - c0) * 1000)
@@ -171,25 +177,24 @@ def _steps(pipeline: Pipeline, remover: object, photos: list[Path],
         for path, im320 in zip(photos, small):
             data = timed("read the file", lambda: validate.read_input(path, limits.max_bytes))
             rgb = timed("validate: decode (JPEG draft), EXIF, ICC",
-                        lambda: validate.decode(data, limits).image)  # type: ignore[arg-type]
-            timed("  model alone (mask of the 320² photo)", lambda: remover.mask(im320))  # type: ignore[attr-defined]
-            mask = timed("mask (pre-process, model, post-process)", lambda: remover.mask(rgb))  # type: ignore[attr-defined]
-            refined = timed("refine", lambda: refine.refine(mask, rgb))  # type: ignore[arg-type]
-            anchor = timed("touching_edges", lambda: refine.touching_edges(refined))  # type: ignore[arg-type]
+                        lambda: validate.decode(data, limits).image)
+            timed(MODEL, lambda: remover.mask(im320))
+            mask = timed(MASK, lambda: remover.mask(rgb))
+            refined = timed("refine", lambda: refine.refine(mask, rgb))
+            anchor = timed("touching_edges", lambda: refine.touching_edges(refined))
             canvas = compose_stage.canvas_for(spec, pipeline.backgrounds, PurePosixPath("x.jpg"))
             placed = timed("place (trim, resize, paste)", lambda: compose_stage.place(
-                rgb, refined, canvas, spec.fill or 0.8, anchor,  # type: ignore[arg-type]
+                rgb, refined, canvas, spec.fill or 0.8, anchor,
                 shadow=spec.shadow, pure_white=spec.pure_white))
-            timed("encode", lambda: compose_stage.encode(placed.image, spec))  # type: ignore[attr-defined]
+            timed("encode", lambda: compose_stage.encode(placed.image, spec))
     finally:
         os.sched_setaffinity(0, before)
-    model = median(times["  model alone (mask of the 320² photo)"])
-    whole_mask = median(times["mask (pre-process, model, post-process)"])
+    model, whole_mask = median(times[MODEL]), median(times[MASK])
     rows = [(name, round(median(v), 1)) for name, v in times.items()]
     # the mask's own pre- and post-processing count as the rest; the model's run does not
     rest = max(0.0, whole_mask - model) + sum(
         median(v) for name, v in times.items()
-        if not name.startswith("  ") and not name.startswith("mask "))
+        if name not in (MODEL, MASK))
     rows.append(("everything but the model", round(rest, 1)))
     return (table(["step", "CPU ms"], rows) + f"\n  at most {model / (model + rest):.2f} of the "
             "cores can go to the model when every step runs once per photo")

@@ -15,7 +15,8 @@ Sections (all medians; nothing is asserted, targets are only reported):
  10. the whole pipeline against the model's own ceiling, alternated in one run (bench/ceiling.py)
  11. `thumbgen process` against `rembg p -m u2netp` on 18 photos of 12 MP (bench/peer.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,ceiling,peer]
+Run: .venv/bin/python bench/run.py [--quick]
+     [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,ceiling,peer]
 Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
@@ -226,7 +227,8 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     if "ceiling_ratio" in s:
         rows.append(("whole pipeline ÷ the model's ceiling, 2 workers, 12 MP",
                      f"≥ {ceiling.TARGET}", f"{s['ceiling_ratio']:.2f} (by CPU time "
-                     f"{s['ceiling_cpu_ratio']:.2f})", _verdict(s["ceiling_ratio"] >= ceiling.TARGET)))
+                     f"{s['ceiling_cpu_ratio']:.2f})",
+                     _verdict(s["ceiling_ratio"] >= ceiling.TARGET)))
     if "peer_ratio" in s:
         rows.append(("thumbgen process ÷ rembg p -m u2netp, 18 × 12 MP", f"≥ {peer.TARGET} ×",
                      f"{s['peer_ratio']:.2f} × (peak RSS {mib(s['peer_rss'])})",
