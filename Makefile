@@ -50,8 +50,13 @@ test: setup $(PROMTOOL)
 	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS) bindfs"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# rembg, the peer `thumbgen process` is measured against (bench/peer.py), gets a venv of its own:
+# never one of thumbgen's dependencies. Its model is thumbgen's u2netp.onnx (nothing downloaded).
+REMBG_VENV := .venv-rembg
 bench: setup
 	$(MAKE) syspkgs EXTRA_SYS_DEPS=libvips-tools
+	@[ -x $(REMBG_VENV)/bin/rembg ] || { $(PYTHON) -m venv $(REMBG_VENV) && \
+		$(REMBG_VENV)/bin/pip install -q "rembg[cpu,cli]"; }
 	$(BIN)/python bench/run.py
 
 # docs/presets.png: every preset of the sample photos, made by the real pipeline and local model

@@ -18,9 +18,14 @@ Sections (all medians; nothing is asserted, targets are only reported):
      link: bytes, call time, agreement of the final masks (bench/remote.py --lighter)
  12. latency of one 2 MP photo, idle daemon, drop to thumbnail, p50 and p95 (bench/latency.py)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes,lighter,latency]
-Takes ~4–6 minutes on 2 cores, ~5 more for sections 11 and 12 (plus ~2 minutes once, to make
-the input photos).
+ 13. the whole pipeline against the model's own ceiling, alternated in one run (bench/ceiling.py)
+ 14. `thumbgen process` against `rembg p -m u2netp` on 18 photos of 12 MP (bench/peer.py)
+
+Run: .venv/bin/python bench/run.py [--quick]
+     [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes,lighter,
+             latency,ceiling,peer]
+Takes ~4–6 minutes on 2 cores, ~5 more for sections 11 and 12, ~4 more for 13 and 14 (plus
+~2 minutes once, to make the input photos).
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import backlog  # noqa: E402
+import ceiling  # noqa: E402
 import inputs  # noqa: E402
 import latency  # noqa: E402
 import masks  # noqa: E402
 import memory  # noqa: E402
 import outputs  # noqa: E402
 import page  # noqa: E402
+import peer  # noqa: E402
 import remote as remote_calls  # noqa: E402
 import runtimes  # noqa: E402
 import stage_compose  # noqa: E402
@@ -55,7 +62,7 @@ from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
-            "masks", "runtimes", "lighter", "latency")
+            "masks", "runtimes", "lighter", "latency", "ceiling", "peer")
 REMOTE_TIMEOUT = 240
 
 
@@ -148,6 +155,10 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
              inputs.photos("12mp", 3 if quick else 9))),
         ("latency", "12. latency of one 2 MP photo, idle daemon, local model",
          lambda: latency.run(8 if quick else 20)),
+        ("ceiling", "13. the whole pipeline against the model's own ceiling, 2 workers, 12 MP",
+         lambda: ceiling.run(inputs.photos("12mp", n12)[:12 if quick else 24], 2 if quick else 4)),
+        ("peer", "14. `thumbgen process` against `rembg p -m u2netp`, 18 photos of 12 MP",
+         lambda: peer.run(inputs.photos("12mp", 18), 1 if quick else 2)),
     ]
 
 
@@ -223,7 +234,7 @@ def versions() -> str:
 
 def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY,
-         **backlog.SUMMARY}
+         **backlog.SUMMARY, **ceiling.SUMMARY, **peer.SUMMARY}
     lighter, one = remote_calls.SUMMARY, latency.SUMMARY
     rows = []
     if "compose" in s:
@@ -238,6 +249,16 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     if "model_ceiling" in s:
         rows.append(("  (model alone, all cores: the ceiling)", "",
                      f"{s['model_ceiling']:.2f} images/s", ""))
+    if "ceiling_ratio" in s:
+        rows.append(("whole pipeline ÷ the model's ceiling, 2 workers, 12 MP",
+                     f"≥ {ceiling.TARGET}", f"{s['ceiling_ratio']:.2f} (by CPU time "
+                     f"{s['ceiling_cpu_ratio']:.2f})",
+                     _verdict(s["ceiling_ratio"] >= ceiling.TARGET)))
+    if "peer_ratio" in s:
+        rows.append(("thumbgen process ÷ rembg p -m u2netp, 18 × 12 MP", f"≥ {peer.TARGET} ×",
+                     f"{s['peer_ratio']:.2f} × (peak RSS {mib(s['peer_rss'])})",
+                     _verdict(s["peer_ratio"] >= peer.TARGET
+                              and s["peer_rss"] <= peer.RSS_TARGET)))
     if "peak_rss" in s:
         rows.append(("peak RSS, 2 workers, 24 MP", "≤ 500 MB", mib(s["peak_rss"]),
                      _verdict(s["peak_rss"] <= 500 * 1024**2)))
