@@ -131,6 +131,8 @@ def test_an_upload_that_pauses_longer_than_the_settle_time_is_finished_not_rejec
         time.sleep(2.5)  # > SETTLE_SECONDS 0.3: the daemon takes it and finds it incomplete
         fh.write(data[len(data) // 2:])
     daemon.wait_idle(1, timeout=60)
+    # the summary line is logged right after the original is archived: wait for it too
+    wait_for(lambda: _done_lines(daemon.log(), "parada.jpg") >= 1, 10, message="its done line")
     log = daemon.log()
     assert "looks unfinished" in log  # it did find the half file, and let it wait
     assert _done_lines(log, "parada.jpg") == 1, log[-2000:]
