@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist processes for make test (TEST_JOBS=0: one process)
+TEST_JOBS ?= 3
 
 .PHONY: setup run test bench bench-options contact-sheet syspkgs model clean image test-image screenshot
 
@@ -48,7 +50,7 @@ BROWSER_PKGS := chromium chromium-driver
 
 test: setup $(PROMTOOL)
 	$(MAKE) syspkgs EXTRA_SYS_DEPS="$(BROWSER_PKGS) bindfs"
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # rembg, the peer `thumbgen process` is measured against (bench/peer.py), gets a venv of its own:
 # never one of thumbgen's dependencies. Its model is thumbgen's u2netp.onnx (nothing downloaded).
