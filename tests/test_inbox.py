@@ -215,7 +215,7 @@ def test_ten_thousand_paths_are_not_all_statted_every_tick(box: Path, clock: Clo
         return False
 
     monkeypatch.setattr(inbox.os, "lstat", counting_lstat)
-    settler = Settler(box, SETTLE, clock)
+    settler = Settler(box, SETTLE, clock, window=len(names))  # no lane window: every path held
     for rel in names:
         settler.suggest(rel)
 
