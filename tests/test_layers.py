@@ -19,7 +19,7 @@ LAYERS = [
     ("metrics", "logging", "claim", "inbox", "models", "faults", "mounts"),
     ("stages",),
     ("pipeline",),
-    ("watch", "poll", "scan", "worker", "backup", "restore", "cleanup", "scheduler"),
+    ("watch", "poll", "scan", "rescans", "worker", "backup", "restore", "cleanup", "scheduler"),
     ("app",),
     ("health", "http", "httpserver", "systemd", "diagnose", "web"),
     ("cli", "__main__"),
