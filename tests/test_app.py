@@ -260,3 +260,39 @@ def test_a_burst_of_10000_files_with_slow_workers_never_grows_the_queue(
     # it is no longer busy): the depth may count it twice, never more
     assert 10_000 - threads <= app.queue_depth() <= 10_000 - threads + maxsize
     assert 10_000 - threads <= sample(app, "thumbgen_queue_depth") <= 10_000 - threads + maxsize
+
+
+def test_ready_and_the_first_photo_do_not_wait_for_the_start_up_scan(
+        running_app: RunningApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan runs on its own thread, shop by shop: the first shop listed is fed to the workers
+    while the last one is still being scanned (held here until the first photo is in work)."""
+    from watcher import rescans
+
+    data = tiny_jpeg()
+    in_last_shop, go_on = threading.Event(), threading.Event()
+    real = rescans.oldest_in_lane
+
+    def slow_scan(inbox: Path, lane: str, count: int) -> tuple[list[Any], int]:
+        if lane == "z-ultima":
+            in_last_shop.set()
+            assert go_on.wait(30)
+        return real(inbox, lane, count)
+
+    def fill(app: Any, health: Any) -> None:
+        for shop in ("a-primeira", "z-ultima"):
+            for n in range(3):
+                path = app.settings.upload_path / shop / f"{n}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+
+    monkeypatch.setattr(rescans, "oldest_in_lane", slow_scan)
+    remover = HangingRemover()
+    app, _ = running_app(remover, before_run=fill, RESCAN_INTERVAL=3600)
+    try:
+        assert remover.entered.wait(30), "no photo taken while the scan ran"
+        assert in_last_shop.is_set() and app.rescans.full_scans == 0  # still scanning
+        assert {job.rel.parent.name for job in app.pool.in_flight.values()} == {"a-primeira"}
+    finally:
+        go_on.set()
+        remover.release.set()
+    wait_for(lambda: app.pool.done_count == 6, 30, message="every photo of both shops")

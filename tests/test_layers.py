@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 # Top to bottom of the README's drawing; a module may import its own layer and the ones above.
 LAYERS = [
     ("errors", "model", "config", "masking", "outputs", "messages"),
-    ("metrics", "logging", "claim", "inbox", "models", "faults", "mounts"),
+    ("metrics", "logging", "claim", "inbox", "settle", "models", "faults", "mounts"),
     ("stages",),
     ("pipeline",),
     ("watch", "poll", "scan", "rescans", "worker", "backup", "restore", "cleanup", "scheduler"),

@@ -20,7 +20,7 @@ from loguru import logger
 
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.inbox import Settler
+from watcher.settle import Settler
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.pipeline import Pipeline

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from loguru import logger
 
-from watcher.inbox import Settler
+from watcher.settle import Settler
 from watcher.scan import lane_folders, oldest_in_lane, scan_entries
 
 
