@@ -175,7 +175,7 @@ def fairness(backlog: int = 5000) -> list[str]:
             (shop / f"{n:05}.jpg").write_bytes(tiny)
         d.start(timeout=120)
         deadline = time.monotonic() + 120
-        while d.finished() < 6 and time.monotonic() < deadline:
+        while _published(d, 6) < 6 and time.monotonic() < deadline:  # in loja-a/, not the top
             d.check_alive()
             time.sleep(0.05)
         (d.staging / "single.jpg").write_bytes(tiny)

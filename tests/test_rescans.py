@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import wait_for
 from watcher import rescans as rescans_mod
+from watcher import settle as settle_mod
 from watcher.settle import Settler
 from watcher.rescans import Rescans
 
@@ -122,3 +123,48 @@ def test_files_turned_away_while_their_shop_is_scanned_are_found_by_the_next_sca
 
     assert not os.listdir(box / "loja")
     assert len(taken) == 5 * WINDOW and taken == sorted(taken)  # all of them, oldest first
+
+
+def test_a_full_shop_turns_suggestions_away_without_an_lstat_or_a_double_count(
+        box: Path, scans: tuple[Settler, Rescans], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll on a share suggests a changed folder's every file again, each time: past a full
+    window they wait for the shop's next scan, costing neither an lstat nor the count."""
+    settler, scanner = scans
+    names = [f"loja/{n:04}.jpg" for n in range(3 * WINDOW)]
+    for n, rel in enumerate(names):
+        make(box / rel, 1000 + n)
+    scanner.full("start-up")
+    settle(scanner)
+    stats = 0
+    real_lstat = os.lstat
+
+    def counting_lstat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        nonlocal stats
+        stats += 1
+        return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(settle_mod.os, "lstat", counting_lstat)
+    for _ in range(3):  # three polls
+        for rel in names:
+            settler.suggest(PurePosixPath(rel))
+        settler.ready(0, never_busy)
+
+    assert stats == 0
+    assert len(settler) == WINDOW and settler.waiting() == 3 * WINDOW
+
+
+def test_a_path_queued_for_a_worker_does_not_make_its_shop_scan_again_and_again(
+        box: Path) -> None:
+    for n in range(5):
+        make(box / "loja" / f"{n}.jpg", 1000 + n)
+    settler = Settler(box, 0, window=WINDOW)
+    scanner = Rescans(box, settler, lambda rel: rel.name == "0.jpg")  # queued, not claimed yet
+    scanner.start()
+    try:
+        scanner.full("start-up")
+        settle(scanner)
+    finally:
+        scanner.stop()
+
+    assert len(settler) == 4 and settler.waiting() == 4
+    assert settler.refills() == []  # the scan found all there is

@@ -9,7 +9,10 @@ neither READY nor the first thumbnail nor the watchdog's ping: the first lane sc
 the workers while the others are still being listed.
 
 Nothing is lost to a scan: a lane's inputs turned away during its scan mark it for another
-(``Settler.scan_started``), and a scan that fails leaves the lane marked (``scan_failed``).
+(``Settler.scan_started``), and a scan that fails leaves the lane marked (``scan_failed``). A lane
+that turned arrivals away is also scanned again to count them (the queue depth), at most every
+``Settler.RECOUNT_SECONDS`` or ten times its last scan's duration, whichever is longer: on a slow
+share a lane's scans take no more than a tenth of the time.
 """
 
 from __future__ import annotations
@@ -132,9 +135,10 @@ class Rescans:
         except BaseException:
             self.settler.scan_failed(lane)
             raise
-        # a path queued for a worker is not the table's any more (its claim decides)
-        oldest = [item for item in oldest if not self.busy(PurePosixPath(item[1]))]
-        self.settler.scan_done(lane, oldest, found)
+        # a path queued for a worker is not the table's any more (its claim decides); left out
+        # of the count too, or the lane would seem to hold less than the scan found
+        free = [item for item in oldest if not self.busy(PurePosixPath(item[1]))]
+        self.settler.scan_done(lane, free, found - (len(oldest) - len(free)))
         return found
 
     def _scan_folder(self, folder: Path) -> None:

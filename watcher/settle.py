@@ -39,8 +39,9 @@ class _Lane:
     ``keys`` is sorted, oldest first; a key whose entry left or moved on stays until it is
     reached (``_Pending.queued`` tells the live one). ``count`` is every path of the lane the
     table holds (queued, never looked at, held). ``beyond`` counts inputs on disk it does not
-    hold, as the last scan saw them plus those turned away since; ``overflow`` says there may be
-    such inputs, so the lane is scanned again once its window runs low.
+    hold, as the last scan saw them; ``overflow`` says there may be such inputs, so the lane is
+    scanned again once its window runs low; ``unseen`` that some were turned away or pushed out
+    since, uncounted (the same path may be suggested again and again), so a scan recounts.
     """
 
     keys: list[tuple[int, str]] = field(default_factory=list)
@@ -49,13 +50,15 @@ class _Lane:
     beyond: int = 0
     overflow: bool = False
     scanning: bool = False
-    turned_away: int = 0  # since the current scan began
     next_refill: float = 0.0
+    unseen: bool = False  # inputs turned away on arrival since the last scan began: recount
+    scan_began: float = 0.0
+    next_recount: float = 0.0  # a scan costs at most a tenth of the time
     in_turns: bool = False
 
     def idle(self) -> bool:
         return not (self.count or self.beyond or self.overflow or self.scanning
-                    or self.in_turns)
+                    or self.unseen or self.in_turns)
 
 
 class Settler:
@@ -87,6 +90,8 @@ class Settler:
     STAT_BUDGET = 1000
     # paths held per lane: enough to keep every worker busy between two scans of a big backlog
     WINDOW = 512
+    # inputs turned away on arrival are counted by the lane's next scan, no sooner than this
+    RECOUNT_SECONDS = 10.0
 
     def __init__(self, inbox: Path, settle_seconds: float,
                  clock: Callable[[], float] = time.monotonic, window: int = WINDOW) -> None:
@@ -116,8 +121,11 @@ class Settler:
             lane = self._lane(name)
             if look is None:
                 # not looked at yet, so its age is unknown: it is held until its first look
-                # decides (``_trim``), unless the lane is flooded
-                if lane.count >= 2 * self.window:
+                # decides (``_trim``), unless the lane is flooded, or its window is full while
+                # more wait on disk: then the lane's next scan sorts it in, at no lstat now (a
+                # poll suggests a changed folder's every file again, on a share)
+                if lane.count >= 2 * self.window or (lane.overflow
+                                                     and lane.live >= self.window):
                     self._turn_away(lane)
                     return
                 self._new.append(self._add(key, lane))
@@ -162,21 +170,24 @@ class Settler:
 
     def refills(self) -> list[str]:
         """Lanes to scan again: they turned inputs away and their window is half drained (a
-        lane whose scan failed waits 5 s). Each is marked as scanning until ``scan_done``."""
+        lane whose scan failed waits 5 s), or inputs arrived that no count holds yet (at most
+        every ``RECOUNT_SECONDS``, or ten times the lane's last scan). Each is marked as
+        scanning until ``scan_done``."""
         now = self._clock()
         with self._lock:
-            due = [name for name, lane in self._lanes.items()
-                   if lane.overflow and not lane.scanning and now >= lane.next_refill
-                   and lane.count <= self.window // 2]
+            due = [name for name, lane in self._lanes.items() if not lane.scanning and (
+                (lane.overflow and now >= lane.next_refill and lane.count <= self.window // 2)
+                or (lane.unseen and now >= lane.next_recount))]
             for name in due:
                 self._lanes[name].scanning = True
         return due
 
     def scan_started(self, name: str) -> None:
-        """A scan of lane ``name`` starts: inputs turned away from now on count for after it."""
+        """A scan of lane ``name`` starts: inputs turned away from now on mark it again."""
         with self._lock:
             lane = self._lane(name)
-            lane.scanning, lane.overflow, lane.turned_away = True, False, 0
+            lane.scanning, lane.overflow, lane.unseen = True, False, False
+            lane.scan_began = self._clock()
 
     def scan_done(self, name: str, oldest: list[tuple[int, str, int]], found: int) -> None:
         """The scan of lane ``name`` found ``found`` inputs; ``oldest`` holds the ``window``
@@ -185,14 +196,19 @@ class Settler:
         with self._lock:
             lane = self._lane(name)
             lane.scanning = False
-            lane.beyond = lane.turned_away + max(0, found - len(oldest))
+            lane.next_recount = now + max(self.RECOUNT_SECONDS, 10 * (now - lane.scan_began))
             lane.overflow = lane.overflow or found > len(oldest)
             for mtime_ns, rel, size in oldest:
                 if rel not in self._pending:
                     entry = self._add(rel, lane)
                     entry.size, entry.mtime_ns, entry.looked = size, mtime_ns, now
                     self._queue(entry, name, lane)
+            unseen = lane.unseen  # turned away while the scan ran: to be counted by the next
             self._trim(lane)
+            lane.unseen = unseen
+            # what the scan found that the lane does not hold (held paths it found are not
+            # counted twice, whether or not they are among its oldest)
+            lane.beyond = max(0, found - lane.count)
             self._tidy(name, lane)
 
     def scan_failed(self, name: str) -> None:
@@ -384,11 +400,11 @@ class Settler:
                 self._drop(self._pending[key[1]])
                 self._turn_away(lane)
 
-    def _turn_away(self, lane: _Lane) -> None:
-        """An input of ``lane`` stays in the inbox unheld: a later scan of the lane finds it."""
-        lane.beyond += 1
-        lane.turned_away += 1
-        lane.overflow = True
+    @staticmethod
+    def _turn_away(lane: _Lane) -> None:
+        """An input of ``lane`` stays in the inbox unheld: a later scan of the lane finds it and
+        counts it (not counted here: the same path may be suggested and turned away again)."""
+        lane.overflow = lane.unseen = True
 
     def _served(self, lane: str) -> None:
         """``lane`` gave a path, so it goes to the back of the turns."""
