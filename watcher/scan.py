@@ -21,7 +21,7 @@ def scan(inbox: Path, start: Path | None = None) -> Iterator[PurePosixPath]:
 def scan_entries(inbox: Path,
                  start: Path | None = None) -> Iterator[tuple[PurePosixPath, os.DirEntry[str]]]:
     """Every candidate input under ``start`` (default: the whole inbox), inbox-relative, with
-    its directory entry (whose ``stat`` a caller may want). Holds one folder's listing at a time.
+    its directory entry (whose ``stat`` a caller may want). Holds one entry at a time.
 
     Never descends into ignored folders (``_processados``, ``_falhas``, ``.thumbgen``) nor through
     symlinked folders. Links, FIFOs and other odd files are yielded: validation rejects them with a
@@ -76,25 +76,43 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 def _entries(inbox: Path, top: Path,
              recursive: bool = True) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """``scan_entries`` with inbox-relative paths as str; ``recursive`` False: ``top`` alone."""
+    """``scan_entries`` with inbox-relative paths as str; ``recursive`` False: ``top`` alone.
+
+    Streams each listing: a folder of 100 000 files never holds 100 000 directory entries (each
+    with its cached ``lstat``) at once.
+    """
     prefix = len(os.path.join(inbox, ""))  # entry.path[prefix:] is the inbox-relative path
     stack = [top]
     while stack:
         folder = stack.pop()
         try:
-            with os.scandir(folder) as listing:
-                entries = list(listing)
+            listing = os.scandir(folder)
         except (FileNotFoundError, NotADirectoryError):
             continue  # gone since it was listed
         except OSError as exc:  # unreadable, or a share's ESTALE/EIO: scan the rest
             logger.warning("cannot scan {}: {}", folder, exc)
             continue
-        for entry in entries:
-            if is_ignored_name(entry.name):
-                continue
-            if _is_dir(entry):
-                if recursive:
-                    stack.append(Path(entry.path))
-                continue
-            # sliced, not Path.relative_to: pathlib was most of a 100 000-file scan's time
-            yield entry.path[prefix:], entry
+        with listing:
+            for entry in _listed(listing, folder):
+                if is_ignored_name(entry.name):
+                    continue
+                if _is_dir(entry):
+                    if recursive:
+                        stack.append(Path(entry.path))
+                    continue
+                # sliced, not Path.relative_to: pathlib was most of a 100 000-file scan's time
+                yield entry.path[prefix:], entry
+
+
+def _listed(listing: Iterator[os.DirEntry[str]], folder: Path) -> Iterator[os.DirEntry[str]]:
+    """The entries of an open listing; one that fails midway (a share's EIO) ends with a
+    warning, and the scan goes on with the other folders."""
+    while True:
+        try:
+            entry = next(listing)
+        except StopIteration:
+            return
+        except OSError as exc:
+            logger.warning("cannot scan {}: {}", folder, exc)
+            return
+        yield entry
