@@ -68,12 +68,13 @@ class App:
         self.pool.on_released.append(self.settler.defer)  # a file that waits is left alone a while
         # ... but no longer than a rescan period, so files come back soon after an outage ends
         self.pool.release_hold = min(self.pool.release_hold, settings.rescan_interval)
-        self.rescans = Rescans(inbox, self.settler, self.work.busy)
+        self.ready = threading.Event()  # set by the scan thread once the start-up scan is done
+        self._announced = False  # the on_ready hooks have run
+        self.rescans = Rescans(inbox, self.settler, self.work.busy, on_full_scan=self.ready.set)
         self.watch = Watch(inbox, settings.watch_mode,
                            InboxHandler(inbox, self.settler.suggest, self.request_scan),
                            poll_interval=settings.poll_interval)
         self.started = time.time()
-        self.ready = threading.Event()
         self._next_rescan = 0.0
         self._next_heartbeat = 0.0
         # called every tick by the main loop (systemd STATUS/WATCHDOG, for example)
@@ -110,10 +111,9 @@ class App:
         logger.info("watching {} ({} mode: {}), {} CPU worker(s), removal by {}", s.upload_path,
                     self.watch.active_mode, self.watch.why, s.cpu_workers, self.remover.name)
         self.rescans.start()
-        self.rescan("start-up")  # on the scan thread: READY does not wait for it
-        self.ready.set()
-        for hook in self.on_ready:
-            hook(self)
+        # on the scan thread, a shop folder at a time: the main loop feeds the first shops while
+        # the others are listed; READY once it is done (``tick``)
+        self.rescan("start-up")
 
     def main_loop(self) -> None:
         last_error = 0.0
@@ -130,6 +130,10 @@ class App:
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self.ready.is_set() and not self._announced:  # the start-up scan is done: READY=1
+            self._announced = True
+            for hook in self.on_ready:
+                hook(self)
         if not self.watch.alive():
             logger.error("the file watcher stopped (its thread died, or the inbox folder was "
                          "removed or replaced); restarting it and rescanning")

@@ -31,11 +31,12 @@ class Rescans:
     """The scan thread and what it is asked to do; ``full``, ``lanes`` and ``folder`` may be
     called from any thread and return at once (a full scan asked for twice runs once)."""
 
-    def __init__(self, inbox: Path, settler: Settler,
-                 busy: Callable[[PurePosixPath], bool]) -> None:
+    def __init__(self, inbox: Path, settler: Settler, busy: Callable[[PurePosixPath], bool],
+                 on_full_scan: Callable[[], None] | None = None) -> None:
         self.inbox = inbox
         self.settler = settler
         self.busy = busy
+        self.on_full_scan = on_full_scan  # called on the scan thread after each full scan
         self._wake = threading.Condition()
         self._full: str | None = None  # the reason of the full scan asked for
         self._lanes: dict[str, None] = {}  # lanes to scan again, in the order asked
@@ -125,6 +126,8 @@ class Rescans:
             found += self._scan_lane(lane)
             done.add(lane)
         self.full_scans += 1
+        if self.on_full_scan is not None:
+            self.on_full_scan()
         if found and reason != "timer":
             logger.info("{} scan found {} file(s) in the inbox", reason, found)
 
