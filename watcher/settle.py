@@ -70,12 +70,11 @@ class Settler:
     per path no more than its size and mtime (two ints): no stat results are kept.
 
     **Bounded.** Each *lane* (the first folder of the path; the top level is one lane too) holds
-    at most ``window`` paths: the oldest known by (mtime, name). A path that would make a lane
-    hold more pushes out the lane's newest (maybe itself); it stays in the inbox, counted in the
-    lane's ``beyond``, and the lane is marked to be scanned again (``refills``) once its window is
-    half drained; the scan offers its ``window`` oldest (``scan_done``). So a backlog of 100 000
-    costs the memory of ``window`` paths per shop, and nothing is lost: what is pushed out is
-    still on disk and the lane is scanned again until a scan finds no more than it holds.
+    at most ``window`` paths looked at: the oldest known by (mtime, name). One more pushes out
+    the lane's newest (maybe itself), which stays in the inbox; the lane is scanned again
+    (``refills``) once its window is half drained, and the scan offers its ``window`` oldest and
+    counts the rest (``scan_done``). A backlog of 100 000 costs ``window`` paths per shop, and
+    nothing is lost: the lane is scanned again until a scan finds no more than it holds.
 
     A path is looked at (``lstat``) when it arrives (or the scan that found it looked), and again
     when it is taken, never in between. Lanes take turns, and a lane that was idle comes first,
