@@ -27,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from watcher import config
+from watcher import config, mounts
 from watcher.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,11 +246,16 @@ def test_resources_are_sized_for_the_peak_and_workers_for_the_cpu_limit(
     assert 1 <= settings.workers <= quantity(res["limits"]["cpu"])
 
 
-def test_a_network_volume_is_watched_by_polling_or_frequent_rescans(
-        resources: list[Resource], tmp_path: Path) -> None:
-    """inotify does not see other nodes' writes on a ReadWriteMany volume."""
+def test_a_network_volume_is_polled(resources: list[Resource], tmp_path: Path) -> None:
+    """inotify does not see other nodes' writes on a ReadWriteMany volume: the mode polls on the
+    filesystems the PVC's comment names (auto by their mountinfo type), every few seconds."""
     settings = settings_of(one(resources, "Deployment"), resources, tmp_path)
-    assert settings.watch_mode == "polling" or settings.rescan_interval <= 30
+    assert settings.watch_mode in ("auto", "polling") and settings.poll_interval <= 5
+    if settings.watch_mode == "auto":
+        for fstype in ("nfs", "nfs4", "ceph", "cifs", "smb3"):  # NFS, EFS, CephFS, Azure Files
+            mountinfo = tmp_path / f"mountinfo-{fstype}"
+            mountinfo.write_text(f"36 25 0:40 / {tmp_path} rw - {fstype} server:/export rw\n")
+            assert mounts.choose("auto", tmp_path / "produtos", mountinfo).mode == "polling"
 
 
 def test_the_gradio_token_comes_from_an_optional_secret(resources: list[Resource]) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from watcher import inbox
-from watcher.inbox import Settler, is_ignored_name, relative_input
+from watcher import settle
+from watcher.inbox import is_ignored_name, relative_input
+from watcher.settle import Settler
 from watcher.scan import scan
 
 P = PurePosixPath
@@ -214,8 +215,8 @@ def test_ten_thousand_paths_are_not_all_statted_every_tick(box: Path, clock: Clo
         asked += 1
         return False
 
-    monkeypatch.setattr(inbox.os, "lstat", counting_lstat)
-    settler = Settler(box, SETTLE, clock)
+    monkeypatch.setattr(settle.os, "lstat", counting_lstat)
+    settler = Settler(box, SETTLE, clock, window=len(names))  # no lane window: every path held
     for rel in names:
         settler.suggest(rel)
 

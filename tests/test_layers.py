@@ -16,10 +16,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 # Top to bottom of the README's drawing; a module may import its own layer and the ones above.
 LAYERS = [
     ("errors", "model", "config", "masking", "outputs", "messages", "encoding"),
-    ("metrics", "logging", "claim", "inbox", "models", "faults", "mounts"),
+    ("metrics", "logging", "claim", "inbox", "settle", "models", "faults", "mounts"),
     ("stages",),
     ("pipeline",),
-    ("watch", "poll", "scan", "worker", "backup", "restore", "cleanup", "scheduler"),
+    ("watch", "poll", "scan", "rescans", "worker", "backup", "restore", "cleanup", "scheduler"),
     ("app",),
     ("health", "http", "httpserver", "systemd", "diagnose", "web"),
     ("cli", "__main__"),

@@ -79,6 +79,29 @@ def test_shops_take_turns_and_an_idle_shop_is_served_first() -> None:
     assert work.get(timeout=0.1) == P("loja-a/1.jpg")
 
 
+def test_a_shop_whose_last_path_was_just_taken_waits_its_turn() -> None:
+    """Every shop backlogged with one path queued each (the main loop tops up each shop that
+    lacks one): the shop just served is not quiet, so it cannot be served again and again."""
+    work = WorkQueue(maxsize=3)
+    for shop in ("a", "b", "c"):
+        assert work.put(P(f"loja-{shop}/0.jpg"))
+    taken = []
+    for n in range(1, 7):
+        rel = work.get(timeout=0.1)
+        assert rel is not None
+        taken.append(rel.parent.name)
+        assert work.lacks(rel.parent.name)
+        assert work.put(rel.parent / f"{n}.jpg")  # topped up while its photo is in flight
+
+    assert sorted(taken[:3]) == sorted(taken[3:]) == ["loja-a", "loja-b", "loja-c"]
+
+    for rel in work.drain():
+        work.done(rel)
+    work.done(P("loja-x/quiet-after.jpg"))  # never queued: nothing to undo
+    assert work.put(P("loja-c/again.jpg")) and work.put(P("loja-d/new.jpg"))
+    assert work.get(timeout=0.1) == P("loja-d/new.jpg")  # loja-c has a photo in flight
+
+
 def test_a_shop_with_nothing_queued_gets_one_path_past_the_bound() -> None:
     work = WorkQueue(maxsize=2)
     assert [work.put(P(f"loja-a/{n}.jpg")) for n in range(3)] == [True, True, False]

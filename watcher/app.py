@@ -13,18 +13,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import FrameType
 
 from loguru import logger
 
 from watcher.claim import Claims
 from watcher.config import Settings
-from watcher.inbox import Settler
+from watcher.settle import Settler
 from watcher.metrics import Metrics
 from watcher.model import Job
 from watcher.pipeline import Pipeline
-from watcher.scan import scan_entries
+from watcher.rescans import Rescans
 from watcher.stages.removal.base import Remover
 from watcher.watch import InboxHandler, Watch
 from watcher.worker import WorkerPool, WorkQueue
@@ -68,13 +68,13 @@ class App:
         self.pool.on_released.append(self.settler.defer)  # a file that waits is left alone a while
         # ... but no longer than a rescan period, so files come back soon after an outage ends
         self.pool.release_hold = min(self.pool.release_hold, settings.rescan_interval)
+        self.ready = threading.Event()  # set by the scan thread once the start-up scan is done
+        self._announced = False  # the on_ready hooks have run
+        self.rescans = Rescans(inbox, self.settler, self.work.busy, on_full_scan=self.ready.set)
         self.watch = Watch(inbox, settings.watch_mode,
                            InboxHandler(inbox, self.settler.suggest, self.request_scan),
                            poll_interval=settings.poll_interval)
         self.started = time.time()
-        self.ready = threading.Event()
-        self._scan_requests: list[Path] = []
-        self._scan_lock = threading.Lock()
         self._next_rescan = 0.0
         self._next_heartbeat = 0.0
         # called every tick by the main loop (systemd STATUS/WATCHDOG, for example)
@@ -110,10 +110,10 @@ class App:
         self.watch.start()
         logger.info("watching {} ({} mode: {}), {} CPU worker(s), removal by {}", s.upload_path,
                     self.watch.active_mode, self.watch.why, s.cpu_workers, self.remover.name)
+        self.rescans.start()
+        # on the scan thread, a shop folder at a time: the main loop feeds the first shops while
+        # the others are listed; READY once it is done (``tick``)
         self.rescan("start-up")
-        self.ready.set()
-        for hook in self.on_ready:
-            hook(self)
 
     def main_loop(self) -> None:
         last_error = 0.0
@@ -130,6 +130,10 @@ class App:
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self.ready.is_set() and not self._announced:  # the start-up scan is done: READY=1
+            self._announced = True
+            for hook in self.on_ready:
+                hook(self)
         if not self.watch.alive():
             logger.error("the file watcher stopped (its thread died, or the inbox folder was "
                          "removed or replaced); restarting it and rescanning")
@@ -146,7 +150,9 @@ class App:
             self.rescan("overflow")
         if now >= self._next_rescan:
             self.rescan("timer")
-        self._scan_requested_folders()
+        refills = self.settler.refills()
+        if refills:  # shops whose window of waiting paths runs low while more wait on disk
+            self.rescans.lanes(refills)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.claims.heartbeat_interval
             self.claims.heartbeat()
@@ -173,51 +179,28 @@ class App:
         self.metrics.setup_faults.set(len(self.pipeline.faults.active()))
 
     def queue_depth(self) -> int:
-        return len(self.settler) + self.work.qsize()
+        return self.settler.waiting() + self.work.qsize()
 
     def rescan(self, reason: str) -> None:
+        """Ask the scan thread for a full scan of the inbox (it runs once however often asked)."""
         self._next_rescan = time.monotonic() + self.settings.rescan_interval
         if self.pipeline.faults:
             self.pipeline.faults.recheck()
         self.metrics.rescans.labels(reason).inc()
-        count = 0
-        for rel, entry in scan_entries(self.settings.upload_path):
-            if not self.work.busy(rel):
-                self._suggest_found(rel, entry)
-                count += 1
-        if count and reason != "timer":
-            logger.info("{} scan found {} file(s) in the inbox", reason, count)
+        self.rescans.full(reason)
 
     def request_scan(self, folder: Path) -> None:
-        """Called from the watchdog thread when a folder appears: scan it from the main loop."""
-        with self._scan_lock:
-            self._scan_requests.append(folder)
-
-    def _scan_requested_folders(self) -> None:
-        with self._scan_lock:
-            folders, self._scan_requests = self._scan_requests, []
-        for folder in folders:
-            for rel, entry in scan_entries(self.settings.upload_path, folder):
-                self._suggest_found(rel, entry)
-
-    def _suggest_found(self, rel: PurePosixPath, entry: os.DirEntry[str]) -> None:
-        """A path a scan found: its size and mtime, read now, count as the settle table's first
-        look, so a backlog found at start-up is ordered by age and settles together."""
-        if rel in self.settler:
-            return
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            return  # gone since it was listed
-        self.settler.suggest(rel, (st.st_size, st.st_mtime_ns))
+        """Called from the watchdog thread when a folder appears: scan it on the scan thread."""
+        self.rescans.folder(folder)
 
     def shutdown(self) -> int:
         """Stop in order: watcher, intake, in-flight work (bounded), then release what is left."""
         logger.info("stopping: no new files are taken")
         for hook in self.on_stopping:
             hook(self)
-        # 1. no new events
+        # 1. no new events, no more scans
         self.watch.stop()
+        self.rescans.stop()
         # 2. workers take nothing new; queued (never claimed) paths just stay in the inbox
         self.pool.stop_taking.set()
         self.work.drain()

@@ -5,7 +5,7 @@
   ``pool.last_progress`` every 0.2 s, and no file stays in work longer than ``stall_after``.
   Restarting fixes a daemon that is not alive; it would not bring a remote back, so a remote that
   is down never fails liveness.
-- **Ready** (``/readyz``): the start-up scan is queued, the daemon is not stopping, every folder
+- **Ready** (``/readyz``): the start-up scan is done, the daemon is not stopping, every folder
   it writes to takes a real write (a probe file created and removed: permissions alone do not stop
   root) and the disk is above the critical threshold.
 - **/health**: the document ``{status, timestamp, uptime, checks: {application, dependencies,

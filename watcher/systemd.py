@@ -4,7 +4,8 @@ A no-op unless systemd started the daemon with ``NOTIFY_SOCKET`` (``Type=notify`
 systemd-python is required, and its absence is a clear start-up error rather than a service that
 systemd kills after ``TimeoutStartSec`` for never saying READY.
 
-- ``READY=1`` once the observer runs and the start-up scan is queued (the app's ``on_ready``).
+- ``READY=1`` once the observer runs and the start-up scan is done (the app's ``on_ready``; the
+  first photos are fed to the workers while it runs).
 - ``STATUS=`` with queue depth, in-flight and finished counts every few seconds, so
   ``systemctl status thumbgen`` shows what the daemon is doing.
 - ``WATCHDOG=1`` every ``WATCHDOG_USEC / 2``, sent from the main loop and only while liveness holds

@@ -32,8 +32,11 @@ class WorkQueue:
     (to avoid doubles).
 
     Each shop folder (``inbox.lane_of``) has its own FIFO and the shops take turns at ``get``, a
-    shop that had nothing queued first: a photo dropped into a quiet shop is taken by the next
-    worker that frees up, not after the backlog another shop's dump put ahead of it. ``put``
+    quiet shop (nothing queued, nothing in flight) first: a photo dropped into it is taken by the
+    next worker that frees up, not after the backlog another shop's dump put ahead of it. A shop
+    whose only queued photo was just taken is not quiet: it goes to the back, or with every shop
+    backlogged and one path queued each, the shop served last would be served again and again.
+    ``put``
     refuses past ``maxsize``, except for a shop with nothing queued: the bound is ``maxsize``
     plus one path per such shop.
     """
@@ -44,6 +47,7 @@ class WorkQueue:
         self._turns: collections.deque[str] = collections.deque()  # next to serve first
         self._size = 0
         self._busy: set[PurePosixPath] = set()
+        self._active: collections.Counter[str] = collections.Counter()  # busy paths per shop
         self._lock = threading.Lock()
         self._nonempty = threading.Condition(self._lock)
 
@@ -70,10 +74,14 @@ class WorkQueue:
                 return False
             if lane not in self._lanes:
                 self._lanes[lane] = collections.deque()
-                self._turns.appendleft(lane)  # idle until now: served first
+                if self._active[lane]:  # its last path is in flight: it waits its turn
+                    self._turns.append(lane)
+                else:  # quiet until now: served first
+                    self._turns.appendleft(lane)
             self._lanes[lane].append(rel)
             self._size += 1
             self._busy.add(rel)
+            self._active[lane] += 1
             self._nonempty.notify()
             return True
 
@@ -102,7 +110,16 @@ class WorkQueue:
 
     def done(self, rel: PurePosixPath) -> None:
         with self._lock:
+            self._free(rel)
+
+    def _free(self, rel: PurePosixPath) -> None:
+        """Under the lock: ``rel`` is neither queued nor in flight any more."""
+        if rel in self._busy:
             self._busy.discard(rel)
+            lane = lane_of(str(rel))
+            self._active[lane] -= 1
+            if not self._active[lane]:
+                del self._active[lane]
 
     def drain(self) -> list[PurePosixPath]:
         """Empty the queue (at shutdown): these paths were never claimed."""
@@ -110,7 +127,7 @@ class WorkQueue:
         with self._lock:
             while self._size:
                 rel = self._pop()
-                self._busy.discard(rel)
+                self._free(rel)
                 out.append(rel)
         return out
 

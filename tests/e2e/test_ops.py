@@ -168,7 +168,7 @@ def test_health_metrics_and_logs_of_a_working_daemon(make_daemon: Callable[..., 
 
 def test_not_ready_while_the_output_folder_is_unusable(daemon: Daemon) -> None:
     url = base_url(daemon)
-    assert get(url + "/readyz")[0] == 200
+    wait_for(lambda: get(url + "/readyz")[0] == 200, 30, message="/readyz 200 (start-up scan)")
     # tests may run as root, whom permissions do not stop: a file where the folder was does
     daemon.output.rename(daemon.base / "moved-away")
     daemon.output.write_text("not a folder")
