@@ -56,6 +56,41 @@ def test_several_outputs_go_under_their_names(tmp_path: Path) -> None:
     assert rels == [PurePosixPath("amazon/loja/x.jpg"), PurePosixPath("cutout/loja/x.png")]
 
 
+SHOPS_OWN = """
+[thumbnail]
+outputs = ["default"]
+
+[folders."loja-a"]
+outputs = ["amazon", "mercadolivre"]
+"""
+
+
+def _paths(plan, rel: str) -> set[PurePosixPath]:  # type: ignore[no-untyped-def]
+    return {output_rel(PurePosixPath(rel), spec, plan.by_name) for spec in plan.for_rel(
+        PurePosixPath(rel))}
+
+
+def test_a_shop_folder_named_like_an_output_never_lands_on_that_outputs_files(
+        tmp_path: Path) -> None:
+    """Seen in a new-user trial: with loja-a making amazon and mercadolivre, a photo dropped
+    into a shop folder called amazon/ overwrote loja-a's Amazon picture."""
+    plan = load(tmp_path, SHOPS_OWN).plan
+    shop = _paths(plan, "loja-a/mugs.jpg")
+    named_like_amazon = _paths(plan, "amazon/loja-a/mugs.jpg")
+    top = _paths(plan, "mugs.jpg")
+    assert shop == {PurePosixPath("amazon/loja-a/mugs.jpg"),
+                    PurePosixPath("mercadolivre/loja-a/mugs.jpg")}
+    assert named_like_amazon == {PurePosixPath("default/amazon/loja-a/mugs.jpg")}
+    assert top == {PurePosixPath("default/mugs.jpg")}  # one layout for the whole configuration
+    assert not shop & named_like_amazon
+
+
+def test_one_output_everywhere_keeps_the_plain_layout(tmp_path: Path) -> None:
+    plan = load(tmp_path, '[folders."loja-a"]\nbackground = "white"\n').plan
+    assert not plan.by_name
+    assert _paths(plan, "amazon/x.jpg") == {PurePosixPath("amazon/x.jpg")}
+
+
 CUSTOM = """
 [thumbnail]
 outputs = ["site", "mercadolivre"]

@@ -96,6 +96,18 @@ class Plan:
     specs: Mapping[str, OutputSpec] = field(default_factory=dict)
     folders: Mapping[str, FolderSettings] = field(default_factory=dict)
 
+    @property
+    def by_name(self) -> bool:
+        """Whether every output goes under its own name (``<output>/<rel>``): as soon as the
+        configuration makes more than one output anywhere, top level or shop folder. One layout
+        for all, so a shop folder named like an output (``amazon/``) never lands among, or
+        over, that output's files, and a shop's files are never split between two layouts."""
+        names = {spec.name for spec in self.outputs}
+        for shop in self.folders.values():
+            if shop.outputs is not None:
+                names.update(shop.outputs)
+        return len(names) > 1
+
     def for_rel(self, rel: PurePosixPath) -> tuple[OutputSpec, ...]:
         """The outputs of the input at ``rel`` (its first path component is its shop folder)."""
         shop = self.folders.get(rel.parts[0]) if len(rel.parts) > 1 else None
@@ -126,7 +138,7 @@ def describe(spec: OutputSpec) -> str:
 
 def output_rel(rel: PurePosixPath, spec: OutputSpec, several: bool) -> PurePosixPath:
     """Where the output of ``rel`` goes, relative to OUTPUT_PATH: the input's folders and stem,
-    under the output's name when a photo has several outputs."""
+    under the output's name when the configuration makes several outputs (``Plan.by_name``)."""
     mirrored = rel.with_name(rel.stem + spec.suffix)
     return PurePosixPath(spec.name, mirrored) if several else mirrored
 

@@ -168,7 +168,7 @@ class Pipeline:
                                                  box=box)
                     image = placed.image
                 data = encoding.encode(image, spec)
-                files.append((spec, output_rel(job.rel, spec, len(specs) > 1), data))
+                files.append((spec, output_rel(job.rel, spec, self.plan.by_name), data))
                 problems += self._check(job, spec, data, spec.size or rgb.size, placed)
                 del image, placed
         return Rendered(files, job.backend, problems)

@@ -83,8 +83,9 @@ def test_a_shop_folder_has_its_own_outputs_background_and_fill(
                         d.inbox / sub / "stickers.jpg.part")
         (d.inbox / sub / "stickers.jpg.part").rename(d.inbox / sub / "stickers.jpg")
     d.wait_idle(2)  # the stickers float in their photo: the fill is the shop's, not edge to edge
-    # loja-b: the global single output, at today's path, on the (white) default background
-    with Image.open(d.output / "loja-b" / "stickers.jpg") as im:
+    # loja-b: the global single output on the (white) default background, under its name as
+    # every output is once the configuration makes more than one (one layout for all shops)
+    with Image.open(d.output / "default" / "loja-b" / "stickers.jpg") as im:
         assert im.size == (1200, 1200) and im.getpixel((3, 3)) == (255, 255, 255)
     # loja-a: two outputs under their names; its red and its fill on `default` only
     with Image.open(d.output / "default" / "loja-a" / "stickers.jpg") as im:

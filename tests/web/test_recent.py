@@ -40,3 +40,20 @@ def test_a_photo_with_several_outputs_is_one_entry_newest_first(tmp_path: Path) 
     assert total == 2 and [m.key for m in page] == ["loja/a", "b"]
     assert page[0].outputs == ("default/loja/a.jpg", "amazon/loja/a.jpg")
     assert recent.page(1, 48, "loja")[1] == 1 and recent.find("b", since=2.5) is None
+
+
+def test_outputs_of_an_earlier_configuration_are_not_taken_for_shops(tmp_path: Path) -> None:
+    """Seen in a new-user trial: after OUTPUTS went from amazon,mercadolivre,cutout back to one
+    output, the folder filter listed amazon, cutout and mercadolivre as shops and each earlier
+    photo was three cards."""
+    out, inbox = tmp_path / "out", tmp_path / "produtos"
+    for name in ("amazon/loja/a.jpg", "cutout/loja/a.png", "loja/b.jpg", "mercadolivre/c.jpg"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"x")
+    (inbox / "mercadolivre").mkdir(parents=True)  # a real shop folder of that name
+    recent = Recent(out, inbox, outputs.build(DEFAULT, ("default",), {}, {}))
+
+    assert recent.load() == 3
+    assert recent.folders() == {"loja", "mercadolivre"}
+    assert sorted(m.key for m in recent.page(1, 48, None)[0]) == [
+        "loja/a", "loja/b", "mercadolivre/c"]

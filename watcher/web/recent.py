@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
 
-from watcher.outputs import Plan, output_rel
+from watcher.outputs import PRESETS, Plan, output_rel
 
 MAX_RECENT = 2000
 SCAN_LIMIT = 50_000
@@ -94,7 +94,7 @@ class Recent:
     def record(self, rel: PurePosixPath, when: float | None = None) -> Made:
         """A photo at ``rel`` (inbox-relative) was just made into its outputs."""
         specs = self.plan.for_rel(rel)
-        outputs = tuple(output_rel(rel, spec, len(specs) > 1).as_posix() for spec in specs)
+        outputs = tuple(output_rel(rel, spec, self.plan.by_name).as_posix() for spec in specs)
         original = PurePosixPath("_processados", rel)
         made = Made(rel.with_suffix("").as_posix(), outputs,
                     original.as_posix() if (self.inbox / original).is_file() else None,
@@ -150,10 +150,12 @@ class Recent:
 
     def _input_key(self, rel: PurePosixPath) -> str:
         """The inbox path (without extension) an output file was made from."""
-        if len(rel.parts) > 1 and rel.parts[0] in self.plan.specs:
-            rest = PurePosixPath(*rel.parts[1:])
-            if len(self.plan.for_rel(rest)) > 1:  # the output's name is the first folder
-                return rest.with_suffix("").as_posix()
+        first = rel.parts[0] if len(rel.parts) > 1 else None
+        if first in self.plan.specs and self.plan.by_name:  # the output's name is the first folder
+            return PurePosixPath(*rel.parts[1:]).with_suffix("").as_posix()
+        if first in PRESETS and not (self.inbox / first).is_dir():
+            # an output's folder of an earlier configuration (OUTPUTS changed since), not a shop
+            return PurePosixPath(*rel.parts[1:]).with_suffix("").as_posix()
         return rel.with_suffix("").as_posix()
 
     def _original(self, key: str) -> str | None:
