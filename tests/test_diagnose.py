@@ -129,8 +129,14 @@ def test_inotify_limits(make_settings: Callable[..., config.Settings], tmp_path:
     auto = list(diagnose.check_inotify(make_settings(WATCH_MODE="auto"), proc))[0]
     assert auto.level == WARN and "poll instead" in auto.text
     assert list(diagnose.check_inotify(make_settings(WATCH_MODE="polling"), proc))[0].level == OK
-    # this machine's real limits are readable
+    # this machine's real limits are readable; the watch mode and why are said (trial: they
+    # were only in the log and `thumbgen config`)
     assert list(diagnose.check_inotify(settings))[0].level in (OK, WARN, FAIL)
+    assert "watch mode native (WATCH_MODE=native)" in watches.text
+    real_auto = list(diagnose.check_inotify(make_settings(WATCH_MODE="auto")))[0]
+    assert "watch mode native (auto: filesystem " in real_auto.text
+    polled = list(diagnose.check_inotify(make_settings(WATCH_MODE="polling"), proc))[0]
+    assert "not used: polling every" in polled.text
 
 
 def test_the_command_prints_lines_and_exits_1_on_failure(

@@ -213,7 +213,8 @@ def check_inotify(s: Settings, proc: Path = INOTIFY) -> Iterator[Finding]:
                       "set WATCH_MODE=polling (auto falls back to it by itself)")
         return
     folders = count_folders(s.upload_path) if s.upload_path.is_dir() else 1
-    text = f"{folders} folder(s) to watch, max_user_watches {watches} (shared by the user)"
+    text = (f"watch mode native ({choice.why}): {folders} folder(s) to watch, "
+            f"max_user_watches {watches} (shared by the user)")
     sysctl = ("raise it: echo fs.inotify.max_user_watches=524288 > "
               "/etc/sysctl.d/60-thumbgen.conf && sysctl --system")
     if folders > watches:
