@@ -36,7 +36,7 @@ from typing import TypeVar
 from PIL import Image
 
 from report import median, table
-from watcher import config
+from watcher import config, encoding
 from watcher.cli import build_remover
 from watcher.metrics import Metrics
 from watcher.model import Job
@@ -186,7 +186,7 @@ def _steps(pipeline: Pipeline, remover: Remover, photos: list[Path],
             placed = timed("place (trim, resize, paste)", lambda: compose_stage.place(
                 rgb, refined, canvas, spec.fill or 0.8, anchor,
                 shadow=spec.shadow, pure_white=spec.pure_white))
-            timed("encode", lambda: compose_stage.encode(placed.image, spec))
+            timed("encode", lambda: encoding.encode(placed.image, spec))
     finally:
         os.sched_setaffinity(0, before)
     model, whole_mask = median(times[MODEL]), median(times[MASK])

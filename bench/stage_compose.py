@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from report import median, quantile, table
-from watcher import config
+from watcher import config, encoding
 from watcher.stages import compose as compose_stage
 from watcher.stages import validate
 
@@ -79,7 +79,7 @@ class ThumbgenCompose:
         image = compose_stage.compose(photo.image, self.masks[path], canvas,
                                       self.output.fill_ratio)
         d = clock()
-        encoded = compose_stage.encode(image, self.output)
+        encoded = encoding.encode(image, self.output)
         e = clock()
         out.write_bytes(encoded)
         f = clock()
