@@ -85,7 +85,9 @@ def test_images_are_served_by_their_content_and_previews_are_redrawn(web: httpx.
     assert preview.headers["content-type"] == "image/jpeg"
     assert max(Image.open(io.BytesIO(preview.content)).size) <= 320
     assert preview.content != (DATA / "products" / "books.jpg").read_bytes()[:len(preview.content)]
-    assert web.get("/previa/entrada/_falhas/lista.jpg").status_code == 404  # no photo: no preview
+    none = web.get("/previa/entrada/_falhas/lista.jpg")  # no photo: no preview, a drawn box
+    assert none.status_code == 404 and none.headers["content-type"] == "image/svg+xml"
+    assert "sem prévia" in none.text
 
 
 @pytest.mark.parametrize("path", [

@@ -82,6 +82,9 @@ def test_a_bad_file_shows_its_portuguese_sentence(shop: Daemon, browser: Any) ->
     failure = browser.find_element("css selector", '#falhas li[data-file="lista.jpg"]')
     assert "O arquivo não é uma foto em um formato aceito" in failure.text
     assert "Salve a imagem em um dos formatos aceitos" in failure.text
+    # no photo to preview: a drawn "sem prévia" box, not the browser's broken-image icon
+    wait_for(lambda: loaded_images(browser, '#falhas li[data-file="lista.jpg"] img') == [160],
+             15, message="the no-preview box drawn")
 
 
 def test_tentar_de_novo_brings_the_photo_back(shop: Daemon, browser: Any) -> None:

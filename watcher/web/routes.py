@@ -6,6 +6,7 @@ every form works without JavaScript."""
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from loguru import logger
 from python_multipart.multipart import MultipartParseError
 
+from watcher import messages
 from watcher.httpserver import RequestError
 from watcher.web import upload, view
 from watcher.web.files import Refused, image_type, read_inside, safe_rel
@@ -101,12 +103,24 @@ def _get(page: Page, handler: BoundedHandler, path: str, query: dict[str, list[s
         except TimeoutError:
             send(handler, 503, b"busy\n", "text/plain", {"Retry-After": "1"})
             return
-        if preview is None:
-            send(handler, 404, b"no preview\n", "text/plain")
+        if preview is None:  # not a photo: a drawn "no preview" box (no broken-image icon)
+            send(handler, 404, _no_preview(page.app.settings.language), "image/svg+xml",
+                 cache="private, max-age=60")
         else:
             send(handler, 200, preview, "image/jpeg", cache="private, max-age=60")
     else:
         send(handler, 404, b"not found\n", "text/plain")
+
+
+def _no_preview(language: str) -> bytes:
+    """The same dashed "sem prévia" box the gallery draws, as an image: browsers show an image
+    answer even under a 404, where a text one became the broken-image icon."""
+    text = html.escape(messages.text(language, "page.no_preview"))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="120" '
+            f'viewBox="0 0 160 120"><rect x="1" y="1" width="158" height="118" rx="6" '
+            f'fill="#fafafa" stroke="#bbb" stroke-width="2" stroke-dasharray="6 4"/>'
+            f'<text x="80" y="66" font-family="sans-serif" font-size="14" fill="#777" '
+            f'text-anchor="middle">{text}</text></svg>').encode()
 
 
 def _rel(path: str, prefix: str) -> PurePosixPath:
