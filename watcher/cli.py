@@ -262,6 +262,9 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
 
     problems: list[tuple[Path, str]] = []
     say = partial(messages.text, settings.language)
+    load = getattr(remover, "load", None)
+    if callable(load) and items:  # the local model's load logs a line: before the bar, not in it
+        load()
     _progress(0, len(items), 0, say("process.failed"))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, src, rel): src for src, rel in items}
