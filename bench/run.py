@@ -12,9 +12,11 @@ Sections (all medians; nothing is asserted, targets are only reported):
      poll's CPU over 100 000 files in 1 000 folders, another shop's photo under a 5 000 backlog
   9. masks: IoU, haze and MAD of the local model's masks against reference cut-outs, before and
      after refine (bench/masks.py), and refine's cost
+ 10. burst of 10 000 photos of 24 MP (bench/burst.py): peak RSS while they wait and the first
+     are processed, bounded to 3 minutes here (1 with --quick)
 
-Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks]
-Takes ~4–6 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
+Run: .venv/bin/python bench/run.py [--quick] [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,burst24]
+Takes ~7–9 minutes on 2 cores (plus ~2 minutes once, to make the input photos).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import backlog  # noqa: E402
+import burst  # noqa: E402
 import inputs  # noqa: E402
 import masks  # noqa: E402
 import memory  # noqa: E402
@@ -46,7 +49,7 @@ from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
-            "masks")
+            "masks", "burst24")
 REMOTE_TIMEOUT = 240
 
 
@@ -91,6 +94,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
     n12, n24, rounds = (8, 6, 1) if quick else (40, 20, 3)
     compose_files = 4 if quick else 12
     burst_big = 2000 if quick else 10_000
+    burst_minutes = 1 if quick else 3
 
     def compose() -> list[str]:
         photos = inputs.photos("12mp", n12)[:compose_files]
@@ -132,6 +136,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
          lambda: backlog.start_backlog(big=20_000 if quick else 100_000)
          + [""] + backlog.fairness(1000 if quick else 5000)),
         ("masks", "9. masks before and after refine, against reference cut-outs", masks_),
+        ("burst24", f"10. burst of {burst_big} photos of 24 MP, bounded to {burst_minutes} min "
+         "(bench/burst.py)", lambda: burst.run(burst_big, 20, burst_minutes)),
     ]
 
 
