@@ -273,22 +273,33 @@ def slope(samples: list[tuple[float, int]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var * 600.0
 
 
-def lost(d: Daemon, dropped: list[str]) -> tuple[list[str], dict[str, int]]:
-    """Inputs that are neither a thumbnail nor in ``_falhas/`` with a note; and where each went."""
+def lost(d: Daemon, dropped: list[str]) -> tuple[list[str], dict[str, int], list[str]]:
+    """Inputs that are neither a thumbnail nor in ``_falhas/`` with a note; where each went; and
+    the sample photos (not hostile files) that ended in ``_falhas/``."""
     stems = {p.stem for p in d.output.rglob("*") if p.is_file()}
     failed = d.inbox / "_falhas"
     names = {p.name for p in failed.rglob("*") if p.is_file()} if failed.is_dir() else set()
     where = {"thumbnail": 0, "_falhas/ with a note": 0}
-    missing = []
+    missing, good_failed = [], []
+    bad = {p.name for p in hostile()}
     for rel in dropped:
         name = rel.rsplit("/", 1)[-1]
         if Path(name).stem in stems:
             where["thumbnail"] += 1
         elif name in names and f"{name}.erro.txt" in names:
             where["_falhas/ with a note"] += 1
+            if name.split("-", 1)[1] not in bad:
+                good_failed.append(rel)
         else:
             missing.append(rel)
-    return missing, where
+    return missing, where, good_failed
+
+
+def labelled(metrics: dict[str, float], name: str) -> str:
+    """The non-zero samples of one labelled counter: ``a=1, b=2``."""
+    parts = [f"{key[len(name) + 1:-1]} {value:.0f}" for key, value in sorted(metrics.items())
+             if key.startswith(name + "{") and value]
+    return ", ".join(parts) or "none"
 
 
 def verdict(ok: bool) -> str:
@@ -363,12 +374,18 @@ def soak(d: Daemon, server: GradioServer, drip_seconds: float) -> int:
         final = state.row()
     window = min(SLOPE_WINDOW, drip_seconds / 2)
     rss_slope = slope([(t, r) for t, r in sampler.samples if drip_end - window <= t <= drip_end])
-    missing, where = lost(d, drip.dropped)
+    missing, where, good_failed = lost(d, drip.dropped)
+    metrics = d.metrics()
     stop_start = time.monotonic()
     code = d.stop()
     stop_seconds = time.monotonic() - stop_start
     left_tmp = temp_files(d.base)
     report(state, final, drained, window, rss_slope, missing, where, drip, faults)
+    print("  rejected by reason: " + labelled(metrics, "thumbgen_failures_total"))
+    print("  removal calls by backend and outcome: "
+          + labelled(metrics, "thumbgen_removal_requests_total"))
+    print(f"  sample photos (not hostile) in _falhas/: {len(good_failed)}"
+          + (": " + ", ".join(good_failed[:10]) if good_failed else ""))
     print(f"  SIGTERM at the end: exit {code} in {stop_seconds:.1f} s; temp files left after the "
           f"stop: {left_tmp}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
           flush=True)
