@@ -1,28 +1,34 @@
-"""A burst of 10 000 photos of 24 MP renamed at once into a running daemon: peak RSS, bounded in time.
+"""A burst of 10 000 photos of 24 MP copied at once into a running daemon: peak RSS, bounded in time.
 
-The 24 MP photos (6000×4000, ~5–8 MB) are made from the sample photos by ``bench/inputs.py``:
-``--distinct`` of them (20 by default; making 10 000 distinct ones would take hours here), each
-hard-linked under many names in the staging folder, so the inbox holds 10 000 names of ~20 files.
-The daemon does not know they share an inode: each name is decoded, cut out and composed.
-Nothing is committed; the tree is removed after.
+The 24 MP photos (6000×4000 or 4000×6000) are made from the sample photos: ``--distinct`` of them
+(18 by default: each sample, and its mirror image), each copied under many names into the staging
+folder, then all renamed into the inbox, so 10 000 files of 24 MP wait at once. They are smooth
+upscales saved at JPEG quality 70 (~0.6–1.5 MB; the camera-like grain of ``bench/inputs.py``
+would make them ~5.7 MB, 57 GB for 10 000): the memory a photo takes once decoded is the same.
+Copies, not hard links: the daemon rejects a file with more than one link (``validate.py``,
+reason ``hard_link``). Nothing is committed; the tree (~10 GB) is removed after.
 
 Processing 10 000 photos of 24 MP takes hours on 2 cores, so the run is bounded: after
 ``--minutes`` the daemon is stopped (SIGTERM, the backlog still waiting). Reported: RSS idle, the
 peak while all 10 000 wait and the first N are processed (sampled every 100 ms, children
 included), N and the rate, the deepest queue, and the stop. Target: peak RSS ≤ 500 MB.
 
-Run: ``.venv/bin/python bench/burst.py [--minutes 10] [--count 10000] [--distinct 20]``; also
+Run: ``.venv/bin/python bench/burst.py [--minutes 10] [--count 10000] [--distinct 18]``; also
 section 10 of ``bench/run.py`` (bounded to a few minutes there).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
+
+from PIL import Image, ImageOps
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -33,22 +39,59 @@ from report import mib, table  # noqa: E402
 
 TARGET = 500 * 1024**2
 SAMPLE_EVERY = 5.0  # seconds between reads of the queue and the finished count
+RECIPE = {"version": 1, "size": [6000, 4000], "quality": 70}
+FOLDER = inputs.DATA / "24mp-burst"
 
 
-def run(count: int = 10_000, distinct: int = 20, minutes: float = 10.0) -> list[str]:
-    photos = inputs.photos("24mp", distinct)
-    lines = [f"  inputs: {inputs.describe(photos)}, hard-linked under {count} names; "
-             "WORKERS=2, REMOVAL_BACKEND=local"]
+def photos(count: int) -> list[Path]:
+    """``count`` distinct 24 MP JPEGs (each sample, then its mirror image), made once."""
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    stamp = FOLDER / ".recipe.json"
+    if not stamp.is_file() or json.loads(stamp.read_text()) != RECIPE:
+        for old in FOLDER.glob("*.jpg"):
+            old.unlink()
+        stamp.write_text(json.dumps(RECIPE))
+    sources = inputs.samples()
+    paths = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        path = FOLDER / f"{i:03d}-{source.stem}.jpg"
+        if not path.is_file():
+            with Image.open(source) as im:
+                rgb = im.convert("RGB")
+            if (i // len(sources)) % 2:
+                rgb = ImageOps.mirror(rgb)
+            long_side, short_side = RECIPE["size"]
+            size = (long_side, short_side) if rgb.width >= rgb.height else (short_side, long_side)
+            big = ImageOps.fit(rgb, size, Image.Resampling.BICUBIC)
+            big.save(path.with_suffix(".tmp"), "JPEG", quality=RECIPE["quality"])
+            path.with_suffix(".tmp").replace(path)
+        paths.append(path)
+    return paths
+
+
+def run(count: int = 10_000, distinct: int = 18, minutes: float = 10.0) -> list[str]:
+    distinct_photos = photos(distinct)
+    need = sum(distinct_photos[i % distinct].stat().st_size for i in range(count))
+    free = shutil.disk_usage(inputs.DATA).free
+    if need > free - 5 * 1024**3:
+        return [f"  skipped: {count} copies need {need / 1e9:.1f} GB and {free / 1e9:.1f} GB "
+                "are free (5 GB kept for others)"]
+    lines = [f"  inputs: {inputs.describe(distinct_photos)} (24 MP, quality "
+             f"{RECIPE['quality']}), copied under {count} names ({need / 1e9:.1f} GB); "
+             "WORKERS=2, REMOVAL_BACKEND=local, SETTLE_SECONDS=1"]
     with Daemon("burst24", SETTLE_SECONDS=1) as d:
         d.start()
         time.sleep(1.0)
         idle = d.rss()
+        copy_start = time.monotonic()
         staged = []
         for i in range(count):
-            source = photos[i % len(photos)]
+            source = distinct_photos[i % len(distinct_photos)]
             path = d.staging / f"b{i:05d}-{source.name}"
-            os.link(source, path)
+            shutil.copyfile(source, path)
             staged.append(path)
+        lines.append(f"  copies made in {time.monotonic() - copy_start:.0f} s")
         with RssSampler(d, interval=0.1) as sampler:
             start = d.move_in(staged)
             renamed = time.monotonic() - start
@@ -110,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="window (default 10)")
     parser.add_argument("--count", type=int, default=10_000, help="names dropped (default 10000)")
-    parser.add_argument("--distinct", type=int, default=20, help="distinct photos (default 20)")
+    parser.add_argument("--distinct", type=int, default=18, help="distinct photos (default 18)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     print(f"burst of {args.count} photos of 24 MP — {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "

@@ -137,7 +137,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
          + [""] + backlog.fairness(1000 if quick else 5000)),
         ("masks", "9. masks before and after refine, against reference cut-outs", masks_),
         ("burst24", f"10. burst of {burst_big} photos of 24 MP, bounded to {burst_minutes} min "
-         "(bench/burst.py)", lambda: burst.run(burst_big, 20, burst_minutes)),
+         "(bench/burst.py)", lambda: burst.run(burst_big, 18, burst_minutes)),
     ]
 
 
