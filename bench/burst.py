@@ -144,6 +144,8 @@ def run(count: int = 10_000, distinct: int = 18, minutes: float = 10.0) -> list[
 def _rate(progress: list[tuple[float, int]]) -> float:
     """Images per second from the first minute on (the model's load and warm-up left out)."""
     later = [(t, n) for t, n in progress if t >= 60.0]
+    while len(later) > 1 and later[-2][1] == later[-1][1]:
+        later.pop()  # the backlog was done: the idle end is no rate
     if len(later) < 2 or later[-1][0] == later[0][0]:
         return float("nan")
     return (later[-1][1] - later[0][1]) / (later[-1][0] - later[0][0])
