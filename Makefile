@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist processes for make test (TEST_JOBS=0: one process)
 TEST_JOBS ?= 3
 
-.PHONY: setup run test bench bench-options contact-sheet syspkgs model clean image test-image screenshot
+.PHONY: setup run test bench soak bench-options contact-sheet syspkgs model clean image test-image screenshot
 
 # Debian packages, installed only when missing and running as root (named otherwise): see
 # tools/syspkgs.sh. They come first: creating the venv itself may need pythonX.Y-venv.
@@ -60,6 +60,13 @@ bench: setup
 	@[ -x $(REMBG_VENV)/bin/rembg ] || { $(PYTHON) -m venv $(REMBG_VENV) && \
 		$(REMBG_VENV)/bin/pip install -q "rembg[cpu,cli]"; }
 	$(BIN)/python bench/run.py
+
+# An hour of the real daemon under a drip of one file a second, with a remote that fails now and
+# then: RSS, fds, threads, temp files, queue every 5 minutes; RSS slope; nothing lost
+# (bench/soak.py). A benchmark, not a test. SOAK_MINUTES=6 make soak for a short one.
+SOAK_MINUTES ?= 60
+soak: setup
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 # docs/presets.png: every preset of the sample photos, made by the real pipeline and local model
 contact-sheet: setup

@@ -164,16 +164,26 @@ class Daemon:
 
     def metric(self, name: str) -> float | None:
         """A sample of /metrics (unlabelled), read through the address file HTTP_PORT=0 leaves."""
+        return self.metrics().get(name)
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics by its name and labels as written there
+        (``thumbgen_files_total{outcome="done"}``); empty when the daemon does not answer."""
         try:
             url = json.loads((self.inbox / ".thumbgen" / "http.json").read_text())["url"]
             with urllib.request.urlopen(f"{url}/metrics", timeout=2) as resp:
                 text = resp.read().decode()
         except (OSError, ValueError, KeyError):
-            return None
+            return {}
+        samples = {}
         for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                try:
+                    samples[key] = float(value)
+                except ValueError:
+                    pass
+        return samples
 
     def rss(self) -> int:
         """Resident bytes of the daemon and every child it has."""

@@ -20,11 +20,13 @@ Sections (all medians; nothing is asserted, targets are only reported):
 
  13. the whole pipeline against the model's own ceiling, alternated in one run (bench/ceiling.py)
  14. `thumbgen process` against `rembg p -m u2netp` on 18 photos of 12 MP (bench/peer.py)
+ 15. burst of 10 000 photos of 24 MP (bench/burst.py): peak RSS while they wait and the first
+     are processed, bounded to 3 minutes here (1 with --quick)
 
 Run: .venv/bin/python bench/run.py [--quick]
      [--only compose,pipeline,rss,burst,remote,outputs,page,backlog,masks,runtimes,lighter,
-             latency,ceiling,peer]
-Takes ~4–6 minutes on 2 cores, ~5 more for sections 11 and 12, ~4 more for 13 and 14 (plus
+             latency,ceiling,peer,burst24]
+Takes ~4–6 minutes on 2 cores, ~5 more for sections 11 and 12, ~4 more for 13 and 14, ~3 more for 15 (plus
 ~2 minutes once, to make the input photos).
 """
 
@@ -46,6 +48,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import backlog  # noqa: E402
+import burst  # noqa: E402
 import ceiling  # noqa: E402
 import inputs  # noqa: E402
 import latency  # noqa: E402
@@ -62,7 +65,7 @@ from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
-            "masks", "runtimes", "lighter", "latency", "ceiling", "peer")
+            "masks", "runtimes", "lighter", "latency", "ceiling", "peer", "burst24")
 REMOTE_TIMEOUT = 240
 
 
@@ -107,6 +110,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
     n12, n24, rounds = (8, 6, 1) if quick else (40, 20, 3)
     compose_files = 4 if quick else 12
     burst_big = 2000 if quick else 10_000
+    burst_minutes = 1 if quick else 3
 
     def compose() -> list[str]:
         photos = inputs.photos("12mp", n12)[:compose_files]
@@ -159,6 +163,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[], list[str]]]]:
          lambda: ceiling.run(inputs.photos("12mp", n12)[:12 if quick else 24], 2 if quick else 4)),
         ("peer", "14. `thumbgen process` against `rembg p -m u2netp`, 18 photos of 12 MP",
          lambda: peer.run(inputs.photos("12mp", 18), 1 if quick else 2)),
+        ("burst24", f"15. burst of {burst_big} photos of 24 MP, bounded to {burst_minutes} min "
+         "(bench/burst.py)", lambda: burst.run(burst_big, 18, burst_minutes)),
     ]
 
 
