@@ -92,6 +92,14 @@ class Daemon:
         finally:
             self._log.close()
 
+    def wait_exit(self, timeout: float = 60) -> int:
+        """Wait for the exit code of a stop already asked for (a second SIGTERM would force it)."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
