@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # pytest-xdist processes for make test (TEST_JOBS=0: one process)
-TEST_JOBS ?= 3
+TEST_JOBS ?= 2
 
 .PHONY: setup run test bench soak bench-options contact-sheet syspkgs model clean image test-image screenshot
 
