@@ -38,6 +38,7 @@ from daemon import Daemon, RssSampler  # noqa: E402
 from report import mib, table  # noqa: E402
 
 TARGET = 500 * 1024**2
+SUMMARY: dict[str, float] = {}
 SAMPLE_EVERY = 5.0  # seconds between reads of the queue and the finished count
 RECIPE = {"version": 1, "size": [6000, 4000], "quality": 70}
 FOLDER = inputs.DATA / "24mp-burst"
@@ -118,6 +119,7 @@ def run(count: int = 10_000, distinct: int = 18, minutes: float = 10.0) -> list[
         for r in d.records():
             outcomes[str(r["outcome"])] = outcomes.get(str(r["outcome"]), 0) + 1
     peak = sampler.peak
+    SUMMARY.update(burst24_peak=peak, burst24_done=processed, burst24_count=count)
     steady = _rate(progress)
     rows = [
         ("daemon started, idle", mib(idle), ""),

@@ -64,6 +64,8 @@ import whole_pipeline  # noqa: E402
 from daemon import DaemonExited  # noqa: E402
 from report import CpuMeter, CpuWindow, mib, table  # noqa: E402
 
+from watcher.stages.removal.runtime import AGREEMENT  # noqa: E402
+
 SECTIONS = ("compose", "pipeline", "rss", "burst", "remote", "outputs", "page", "backlog",
             "masks", "runtimes", "lighter", "latency", "ceiling", "peer", "burst24")
 REMOTE_TIMEOUT = 240
@@ -242,6 +244,7 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
     s = {**stage_compose.SUMMARY, **whole_pipeline.SUMMARY, **memory.SUMMARY, **outputs.SUMMARY,
          **backlog.SUMMARY, **ceiling.SUMMARY, **peer.SUMMARY}
     lighter, one = remote_calls.SUMMARY, latency.SUMMARY
+    rt, big = runtimes.SUMMARY, burst.SUMMARY
     rows = []
     if "compose" in s:
         wall, cpu = s["compose"]
@@ -260,6 +263,16 @@ def summary(windows: list[tuple[str, CpuWindow]], whole: CpuWindow) -> None:
                      f"≥ {ceiling.TARGET}", f"{s['ceiling_ratio']:.2f} (by CPU time "
                      f"{s['ceiling_cpu_ratio']:.2f})",
                      _verdict(s["ceiling_ratio"] >= ceiling.TARGET)))
+    if rt:
+        rows.append(("local runtime: fastest here, agreement with onnxruntime (IoU min)",
+                     f"≥ {AGREEMENT}", f"{rt['runtime_best']}, IoU {rt['runtime_iou']:.3f}",
+                     "met" if float(rt["runtime_iou"]) >= AGREEMENT else "NOT met"))
+        rows.append(("  LOCAL_RUNTIME=auto here", "", str(rt["runtime_choice"])[:60], ""))
+    if big:
+        rows.append((f"burst of {big['burst24_count']:.0f} × 24 MP: peak RSS "
+                     f"({big['burst24_done']:.0f} processed)", "≤ 500 MB",
+                     mib(int(big["burst24_peak"])),
+                     "met" if big["burst24_peak"] <= burst.TARGET else "NOT met"))
     if "peer_ratio" in s:
         rows.append(("thumbgen process ÷ rembg p -m u2netp, 18 × 12 MP", f"≥ {peer.TARGET} ×",
                      f"{s['peer_ratio']:.2f} × (peak RSS {mib(s['peer_rss'])})",

@@ -42,6 +42,9 @@ def _mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(small.resize(size, Image.Resampling.BILINEAR)) >= 128
 
 
+SUMMARY: dict[str, object] = {}
+
+
 def section(rounds: int = 3) -> list[str]:
     settings = config.load(config_file=Path(os.devnull), env={})
     model, threads = settings.model_path, settings.cpu_workers
@@ -91,6 +94,12 @@ def section(rounds: int = 3) -> list[str]:
         rows.append(("OpenVINO, bf16 asked", "-", "-", "-", "-", "-", "-",
                      f"not measured: no native bf16 ({' or '.join(runtime.BF16_FLAGS)}) here"))
     _, choice = runtime.open_engine("auto", model, threads)
+    fastest = min(ready, key=lambda item: statistics.median(times[item[0]]))[0]
+    agreement = min(runtime.iou(a, b) for name, _ in ready
+                    for a, b in zip(masks[name], masks[reference]))
+    SUMMARY.update(runtime_choice=str(choice), runtime_ref_ms=ref_ms,
+                   runtime_best=f"{fastest}: {statistics.median(times[fastest]) * 1000:.0f} ms",
+                   runtime_iou=agreement)
     return [f"  U²-Net-p 320², {len(photos)} photos of {SAMPLES.relative_to(HERE.parent)}, "
             f"{threads} threads, one run at a time (the daemon's way), {rounds} interleaved "
             "rounds; IoU of each photo's mask against the reference's",
