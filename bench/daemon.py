@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
+
+from background import Background
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -200,23 +201,14 @@ class Daemon:
         return total
 
 
-class RssSampler:
+class RssSampler(Background):
     """Samples ``daemon.rss()`` every ``interval`` seconds in a thread, while inside ``with``."""
 
     def __init__(self, daemon: Daemon, interval: float = 0.05) -> None:
         self.daemon = daemon
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("rss-sampler")
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
+from background import Background
 from daemon import Daemon, RssSampler
 from report import mib, table
 
@@ -29,23 +29,14 @@ def _get(url: str) -> bytes:
         return answer.read()
 
 
-class OpenPage:
+class OpenPage(Background):
     """What a browser with the page open asks for: the live part every 2 s, and its images."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.requests = 0
         self.images = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="open-page", daemon=True)
-
-    def __enter__(self) -> OpenPage:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("open-page")
 
     def _loop(self) -> None:
         self.read(self.url + "/")

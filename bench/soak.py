@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
+from background import Background  # noqa: E402
 from daemon import Daemon, DaemonExited, RssSampler  # noqa: E402
 from report import table  # noqa: E402
 from tests.gradio_app import GradioServer  # noqa: E402
@@ -78,7 +78,7 @@ def hostile() -> list[Path]:
 
 # -- the drip ----------------------------------------------------------------------------------
 
-class Drip:
+class Drip(Background):
     """One file a second into the inbox, in a thread; remembers every name it dropped."""
 
     def __init__(self, d: Daemon) -> None:
@@ -87,17 +87,9 @@ class Drip:
         self.bad = hostile()
         self.dropped: list[str] = []   # paths relative to the inbox
         self.hostile = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="drip", daemon=True)
+        super().__init__("drip")
         for shop in SHOPS:
             (d.inbox / shop).mkdir(exist_ok=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _loop(self) -> None:
         start = time.monotonic()
@@ -140,21 +132,13 @@ def variant(source: Path, n: int) -> bytes:
 
 # -- the failing remote ------------------------------------------------------------------------
 
-class Faults:
+class Faults(Background):
     """Turns the Gradio server's faults on and off in a thread (see ``FAULTS``)."""
 
     def __init__(self, server: GradioServer) -> None:
         self.server = server
         self.count: dict[str, int] = {f: 0 for f in FAULTS}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="faults", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("faults")
 
     def _loop(self) -> None:
         k = 0
