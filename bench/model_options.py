@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from report import table  # noqa: E402
 from watcher import config  # noqa: E402
-from watcher.stages.removal import local  # noqa: E402
+from watcher.stages.removal.engines import mask_image, preprocess  # noqa: E402
 
 SAMPLES = HERE.parent / "tests" / "data" / "products"
 Run = Callable[[np.ndarray], np.ndarray]  # NCHW batch → the first output's [H, W]
@@ -118,7 +118,7 @@ def openvino(model: Path, precision: str | None, side: int) -> tuple[Run, str]:
 def variants(model: Path, photos: list[Image.Image], scratch: Path) -> list[Variant]:
     out = [Variant(f"onnxruntime {ort.__version__} fp32 (the daemon)", 320, ort_fp32(model))]
     try:
-        calibration = [local._preprocess(p) for p in photos]  # noqa: SLF001
+        calibration = [preprocess(p) for p in photos]
         out.append(Variant("onnxruntime int8 static (QDQ, per channel)", 320,
                            ort_int8(model, calibration, scratch)))
     except ImportError as exc:
@@ -134,8 +134,7 @@ def variants(model: Path, photos: list[Image.Image], scratch: Path) -> list[Vari
 
 
 def to_mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    small = Image.fromarray(local._to_uint8(pred))  # noqa: SLF001
-    return np.asarray(small.resize(size, Image.Resampling.BILINEAR), dtype=np.int16)
+    return np.asarray(mask_image(pred, size), dtype=np.int16)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="thumbgen-options-") as scratch:
         found = variants(settings.model_path, photos, Path(scratch))
         ready = [v for v in found if v.run is not None]
-        batches = {side: [local._preprocess(p, side) for p in photos]  # noqa: SLF001
+        batches = {side: [preprocess(p, side) for p in photos]
                    for side in {v.side for v in ready}}
         masks: dict[int, list[np.ndarray]] = {}
         for v in ready:

@@ -32,14 +32,9 @@ from report import table  # noqa: E402
 from watcher import config  # noqa: E402
 from watcher.stages.removal import runtime  # noqa: E402
 from watcher.stages.removal.engines import (BF16, FP32, Engine, OnnxEngine,  # noqa: E402
-                                            OpenVinoEngine, preprocess, to_uint8)
+                                            OpenVinoEngine, preprocess)
 
 SAMPLES = HERE.parent / "tests" / "data" / "products"
-
-
-def _mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    small = Image.fromarray(to_uint8(pred))
-    return np.asarray(small.resize(size, Image.Resampling.BILINEAR)) >= 128
 
 
 SUMMARY: dict[str, object] = {}
@@ -67,7 +62,7 @@ def section(rounds: int = 3) -> list[str]:
         except ImportError:
             engines.append((name, None))
     ready = [(name, e) for name, e in engines if e is not None]
-    masks = {name: [_mask(e.run(b), p.size) for b, p in zip(batches, photos)]
+    masks = {name: [runtime.product_pixels(e.run(b), p.size) for b, p in zip(batches, photos)]
              for name, e in ready}  # also the first run of each, which allocates
     times: dict[str, list[float]] = {name: [] for name, _ in ready}
     for _ in range(rounds):

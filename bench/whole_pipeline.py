@@ -19,13 +19,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from PIL import Image
 
 from daemon import Daemon
 from report import median, quantile, table
 from watcher import config
 from watcher.stages import validate
 from watcher.stages.removal import local
+from watcher.stages.removal.engines import mask_image, preprocess
 
 STAGES = ("validate", "remove", "compose", "publish")
 SUMMARY: dict[str, float] = {}
@@ -57,12 +57,11 @@ def model_alone(photos: list[Path], rounds: int) -> list[str]:
                 whole.append((time.perf_counter() - t0) * 1000)
                 cpu.append((time.thread_time() - c0) * 1000)
                 a = time.perf_counter()
-                batch = local._preprocess(image)  # noqa: SLF001
+                batch = preprocess(image)
                 b = time.perf_counter()
                 pred = engine.run(batch)
                 c = time.perf_counter()
-                Image.fromarray(local._to_uint8(pred)).resize(  # noqa: SLF001
-                    image.size, Image.Resampling.BILINEAR)
+                mask_image(pred, image.size)
                 d = time.perf_counter()
                 for name, seconds in zip(parts, (b - a, c - b, d - c)):
                     parts[name].append(seconds * 1000)
@@ -85,7 +84,7 @@ def model_ceiling(photos: list[Path], seconds: float = 8.0) -> list[str]:
     settings = config.load(config_file=Path(os.devnull), env={})
     limits = validate.Limits(settings.max_file_size, settings.max_pixels,
                              settings.allowed_formats, settings.output_size)
-    batches = [local._preprocess(  # noqa: SLF001 — the bench isolates the onnxruntime run
+    batches = [preprocess(  # the bench isolates the onnxruntime run
         validate.decode(validate.read_input(p, limits.max_bytes), limits).image) for p in photos]
     cores = len(os.sched_getaffinity(0))
     rows = []

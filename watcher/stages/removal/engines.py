@@ -149,6 +149,11 @@ def to_uint8(pred: np.ndarray) -> np.ndarray:
     return np.rint(scaled).astype(np.uint8)
 
 
+def mask_image(pred: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The prediction as the daemon's ``L`` mask: 0..255, stretched (bilinear) to ``size``."""
+    return Image.fromarray(to_uint8(pred)).resize(size, Image.Resampling.BILINEAR)
+
+
 _ARENA_LOCK = threading.Lock()
 _ARENA_REGISTERED = False
 

@@ -13,10 +13,7 @@ from watcher import models
 from watcher.errors import ModelError
 from watcher.metrics import Metrics
 from watcher.stages.removal import runtime
-from watcher.stages.removal.engines import Engine, preprocess, to_uint8
-
-# the benches time the parts of a call under these names
-_preprocess, _to_uint8 = preprocess, to_uint8
+from watcher.stages.removal.engines import Engine, mask_image, preprocess
 
 
 class LocalRemover:
@@ -93,8 +90,7 @@ class LocalRemover:
             self._count("error")
             raise
         self._count("ok")
-        small = Image.fromarray(to_uint8(pred))
-        return small.resize(image.size, Image.Resampling.BILINEAR)
+        return mask_image(pred, image.size)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from watcher.errors import ModelError
 from watcher.stages.removal.engines import (BF16, FP32, Engine, OnnxEngine, OpenVinoEngine,
-                                            preprocess, to_uint8)
+                                            mask_image, preprocess)
 
 SETTINGS = ("auto", "onnxruntime", "openvino")
 CPUINFO = Path("/proc/cpuinfo")
@@ -154,7 +154,7 @@ def _probe_and_pick(reference: Engine, model: Path, threads: int,
 def compare(reference: Engine, candidate: Engine, photo: Image.Image) -> Probe:
     """``photo`` through both engines: their masks' agreement and their speed."""
     batch = preprocess(photo)
-    masks = [_mask(engine.run(batch), photo.size) for engine in (reference, candidate)]
+    masks = [product_pixels(engine.run(batch), photo.size) for engine in (reference, candidate)]
     times = []
     for engine in (reference, candidate):  # the second run of each: the first allocates
         start = time.perf_counter()
@@ -163,10 +163,9 @@ def compare(reference: Engine, candidate: Engine, photo: Image.Image) -> Probe:
     return Probe(iou(*masks), times[0], times[1])
 
 
-def _mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def product_pixels(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The prediction as the daemon uses it (0..255, scaled to the photo), cut at 128."""
-    small = Image.fromarray(to_uint8(pred)).resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(small) >= 128
+    return np.asarray(mask_image(pred, size)) >= 128
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
