@@ -490,3 +490,37 @@ def test_exif_rotation_is_applied_after_scaling() -> None:
     # orientation 6 turns the picture clockwise: the stored top-left ends up top-right
     r, g, b = image.getpixel((image.size[0] - 5, 5))
     assert r > 200 and g < 60 and b < 60
+
+
+@pytest.mark.parametrize("size", [(3000, 2000), (2000, 3000), (2999, 1001), (4700, 37)])
+def test_the_working_copy_is_the_whole_photo_resized_without_seams(size: tuple[int, int]) -> None:
+    # a real photo just over twice the output, resized a band of rows at a time: no seams where
+    # the bands meet, every pixel within one level of resizing it whole (where a band's edge
+    # falls between source rows, the filter's weights round differently in the last bit)
+    with Image.open(DATA / "products" / "mugs.jpg") as photo:
+        source = photo.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    data = _encode(source, "PNG", compress_level=1)
+
+    image = decode(data, LIMITS).image
+
+    scale = 2 * max(OUTPUT) / max(size)
+    whole = source.resize((max(1, round(size[0] * scale)), max(1, round(size[1] * scale))),
+                          Image.Resampling.BILINEAR)
+    assert image.size == whole.size
+    assert max(high for _, high in ImageChops.difference(image, whole).getextrema()) <= 1
+
+
+def test_an_icc_tagged_photo_resized_to_working_scale_is_converted_once() -> None:
+    # the working copy is converted to sRGB in place: the result must equal the copy converted
+    source = Image.new("RGB", (3000, 2000), (200, 40, 90))
+    source.paste((30, 180, 60), (0, 0, 1500, 1000))
+    icc = _profile_with_red_and_green_swapped()
+    data = _encode(source, "PNG", icc_profile=icc, compress_level=1)
+
+    image = decode(data, LIMITS).image
+
+    assert image.size == (2400, 1600)
+    r, g, b = image.getpixel((2000, 1500))
+    assert (r, g) == pytest.approx((40, 200), abs=3)  # red and green swapped by the profile
+    r, g, b = image.getpixel((100, 100))
+    assert (r, g) == pytest.approx((180, 30), abs=3)
