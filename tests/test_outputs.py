@@ -174,6 +174,16 @@ def test_bad_combinations_are_refused_naming_the_key(tmp_path: Path, toml: str,
     assert error.key == key and words in str(error), str(error)
 
 
+@pytest.mark.parametrize(("toml", "env", "source"), [
+    ("", {"OUTPUTS": "amazn"}, "(from env THUMBGEN_OUTPUTS)"),
+    ("outputs = ['amazon', 'amazon']\n", {}, "(from file "),
+])
+def test_a_bad_output_list_says_where_it_was_set(tmp_path: Path, toml: str,
+                                                 env: dict[str, str], source: str) -> None:
+    # like every other key's error: the operator sees which of file and environment to fix
+    assert source in str(refused(tmp_path, toml, **env))
+
+
 def test_the_documented_example_in_the_shipped_config_loads(tmp_path: Path) -> None:
     """config/thumbgen.toml's commented outputs example, uncommented, is valid as written."""
     text = (REPO / "config" / "thumbgen.toml").read_text()

@@ -320,7 +320,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("MODEL_PATH", _parse_path, _default_model_path, "Where the local U²-Net-p model lives."),
     _opt("LOCAL_RUNTIME", _choice("auto", "onnxruntime", "openvino"), "auto",
          "What runs the local model: onnxruntime (fp32); openvino (bf16 where the CPU has it "
-         "natively, else f32); auto: OpenVINO bf16 where the CPU has native bf16 (AMX or "
+         "natively, else fp32); auto: OpenVINO bf16 where the CPU has native bf16 (AMX or "
          "AVX-512 BF16) and its masks agree with onnxruntime's on a probe photo, else "
          "onnxruntime fp32.", check=_runtime_ok),
     _opt("WORKER_ID", _parse_str, _default_worker_id,
@@ -538,10 +538,16 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         sources[opt.key] = source
     _resolve_paths(values)
     _check_consistency(values)
-    plan = output_plan.build({"size": values["output_size"], "format": values["output_format"],
-                          "quality": values["output_quality"], "fill": values["fill_ratio"]},
-                         values["outputs"], file_values.get("outputs", {}),
-                         file_values.get("folders", {}))
+    try:
+        plan = output_plan.build(
+            {"size": values["output_size"], "format": values["output_format"],
+             "quality": values["output_quality"], "fill": values["fill_ratio"]},
+            values["outputs"], file_values.get("outputs", {}), file_values.get("folders", {}))
+    except ConfigError as exc:
+        if exc.key != "OUTPUTS":  # the tables' keys name where they are: [outputs.NAME].fill
+            raise
+        raise ConfigError(exc.key, exc.value,
+                          f"{exc.reason} (from {sources['OUTPUTS']})") from None
     return Settings(**values, sources=sources, plan=plan)
 
 

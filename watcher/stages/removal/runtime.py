@@ -1,7 +1,7 @@
 """``LOCAL_RUNTIME``: which engine runs the local model, and in which precision.
 
 - ``onnxruntime``: onnxruntime, fp32. Always installed.
-- ``openvino``: OpenVINO, in bf16 where the CPU computes it natively, else f32. Needs the
+- ``openvino``: OpenVINO, in bf16 where the CPU computes it natively, else fp32. Needs the
   ``openvino`` extra (``config`` stops start-up, exit 2, when it is missing).
 - ``auto`` (the default): onnxruntime fp32, unless the CPU has native bf16 (``amx_bf16`` or
   ``avx512_bf16`` among its flags) and OpenVINO is installed. Then, when the model loads, a
