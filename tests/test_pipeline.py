@@ -6,9 +6,11 @@ the real ``LocalRemover`` for one photo end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -24,6 +26,7 @@ from watcher.errors import ADVICE, RejectedImage, RemovalUnavailable
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
 from watcher.pipeline import UNEXPECTED_REASON, Pipeline
+from watcher.stages import validate
 from watcher.stages.removal.base import Remover
 from watcher.stages.removal.local import LocalRemover
 
@@ -172,6 +175,45 @@ def test_a_photo_is_published_and_archived_with_the_local_model(
     assert (settings.processed_path / "livros" / "books.jpg").read_bytes() == PHOTO
     assert _files(settings.upload_path) == ["_processados/livros/books.jpg"]
     assert _files(settings.output_path) == ["livros/books.jpg"]
+
+
+def test_two_workers_never_decode_at_once(make_settings: Callable[..., Settings],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # decoding is when a photo takes the most memory (a 24 MP JPEG ~45 MB): two workers
+    # decoding at once were the daemon's peak, so they take turns; everything else overlaps
+    settings = _tree(make_settings, 0)
+    settings = dataclasses.replace(settings, workers=2)
+    assert settings.cpu_workers == 2
+    pipeline = Pipeline(settings, CentreRemover(), Metrics(CollectorRegistry()))
+    real_decode, inside, most = validate.decode, [0], [0]
+    lock = threading.Lock()
+
+    def decode(data: bytes, limits: validate.Limits) -> validate.Photo:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)  # wide enough for the other worker to arrive
+        try:
+            return real_decode(data, limits)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(validate, "decode", decode)
+    sources = []
+    for i in range(4):
+        sources.append(settings.upload_path / f"p{i}.jpg")
+        sources[-1].write_bytes(PHOTO)
+    rendered: list[object] = []
+    threads = [threading.Thread(target=lambda s=s: rendered.append(
+        pipeline.render(Job(rel=PurePosixPath(s.name)), s))) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert len(rendered) == 4  # every photo rendered
+    assert most[0] == 1
 
 
 def test_the_subfolders_background_is_used(settings: Settings,

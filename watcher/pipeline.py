@@ -116,6 +116,10 @@ class Pipeline:
         self._incomplete: OrderedDict[PurePosixPath, tuple[tuple[int, int], float]] = (
             OrderedDict())
         self._incomplete_lock = threading.Lock()
+        # One photo decoded at a time: decoding is when a photo takes the most memory (a 24 MP
+        # JPEG: its bytes, the draft and the working copy, ~45 MB), and two at once were the
+        # daemon's peak. It is a small part of a photo's time, so the workers rarely wait.
+        self._decoding = threading.Lock()
 
     # -- the stages, timed ---------------------------------------------------------------------
 
@@ -136,7 +140,10 @@ class Pipeline:
         specs = self.plan.for_rel(job.rel)
         limits = replace(self.limits, target=working_target(specs))
         with self._stage(job, "validate", self.cpu):
-            photo = validate.decode(validate.read_input(source, limits.max_bytes), limits)
+            data = validate.read_input(source, limits.max_bytes)  # a slow share blocks no one
+            with self._decoding:
+                photo = validate.decode(data, limits)
+            del data
         rgb, own_alpha = _split_alpha(photo.image)
         del photo  # its bytes (up to MAX_FILE_SIZE) are not needed past decoding
         remove_slot = self.cpu if self.remover.cpu_bound else nullcontext()
