@@ -325,6 +325,29 @@ def test_with_the_default_settle_a_truncated_photo_first_waits_in_the_inbox(
     assert _files(settings.failed_path) == []
 
 
+def test_a_file_known_whole_is_rejected_at_once_unless_it_changed_since(
+        make_settings: Callable[..., Settings], claims: Claims) -> None:
+    settings = make_settings(OUTPUT_SIZE=300, WORKERS=1)  # SETTLE_SECONDS 2: 40 s of grace
+    pipeline = Pipeline(settings, CentreRemover(), Metrics(CollectorRegistry()))
+    half = PHOTO[: len(PHOTO) // 2]
+    for name in ("inteira.jpg", "mudou.jpg"):
+        (settings.upload_path / name).write_bytes(half)
+        pipeline.known_whole(PurePosixPath(name), settings.upload_path / name)
+    with open(settings.upload_path / "mudou.jpg", "ab") as fh:  # written to after the page
+        fh.write(b"\0" * 10)
+
+    jobs = {}
+    for name in ("inteira.jpg", "mudou.jpg"):
+        claimed = claims.claim(PurePosixPath(name))
+        assert claimed is not None
+        jobs[name] = pipeline.run(Job(rel=PurePosixPath(name), claimed=claimed), claims)
+
+    assert jobs["inteira.jpg"].status is JobStatus.REJECTED  # damaged, said at once
+    assert (settings.failed_path / "inteira.jpg").read_bytes() == half
+    assert jobs["mudou.jpg"].status is JobStatus.RELEASED  # may still be arriving: the grace
+    assert (settings.upload_path / "mudou.jpg").exists()
+
+
 def test_a_photo_the_remover_refuses_is_rejected_at_the_remove_stage(
         settings: Settings, process: Callable[..., Job]) -> None:
     remover = RaisingRemover(RejectedImage("The background-removal service cannot read this "

@@ -115,6 +115,8 @@ class Pipeline:
         # rel → ((size, mtime_ns), when this daemon first saw it incomplete in that state)
         self._incomplete: OrderedDict[PurePosixPath, tuple[tuple[int, int], float]] = (
             OrderedDict())
+        # rel → (size, mtime_ns) of files known to have arrived whole (the page's uploads)
+        self._whole: OrderedDict[PurePosixPath, tuple[int, int]] = OrderedDict()
         self._incomplete_lock = threading.Lock()
         # One photo decoded at a time: decoding is when a photo takes the most memory (a 24 MP
         # JPEG: its bytes, the draft and the working copy, ~45 MB), and two at once were the
@@ -310,6 +312,8 @@ class Pipeline:
             return False
         state, now = (st.st_size, st.st_mtime_ns), time.monotonic()
         with self._incomplete_lock:
+            if self._whole.get(job.rel) == state:
+                return False  # arrived whole and unchanged since: damaged, not unfinished
             seen = self._incomplete.get(job.rel)
             # said once per file: the checks that follow are quiet (the log says when it is done
             # or rejected)
@@ -322,9 +326,25 @@ class Pipeline:
                 return True
             return now - seen[1] < self.incomplete_grace
 
+    def known_whole(self, rel: PurePosixPath, path: Path) -> None:
+        """``path``, at ``rel`` in the inbox, arrived whole: the page renamed it in once the
+        upload was complete. If it does not decode, that is damage, not an upload still going,
+        so it is rejected at once rather than after the grace. (Another replica that takes it
+        gives the grace as usual; a file changed since is given it too.)"""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        with self._incomplete_lock:
+            self._whole[rel] = (st.st_size, st.st_mtime_ns)
+            self._whole.move_to_end(rel)
+            while len(self._whole) > _INCOMPLETE_REMEMBERED:
+                self._whole.popitem(last=False)
+
     def _forget_incomplete(self, rel: PurePosixPath) -> None:
         with self._incomplete_lock:
             self._incomplete.pop(rel, None)
+            self._whole.pop(rel, None)
 
     @staticmethod
     def _release(job: Job, claims: Claims, reason: str) -> None:

@@ -189,6 +189,25 @@ def test_uploads_land_whole_and_bad_files_are_refused_at_once(shop: Daemon,
     assert (shop.processed / "loja-nova" / "caneca.jpg").read_bytes() == PHOTO.read_bytes()
 
 
+def test_a_damaged_upload_fails_at_once_not_after_the_unfinished_upload_grace(
+        shop: Daemon, web: httpx.Client) -> None:
+    # a file copied into the share may still be arriving, so a cut-short one is given a grace
+    # (20 × SETTLE_SECONDS) before it fails; the page's uploads are renamed in only once whole,
+    # so one that does not decode is damaged and says so without waiting
+    half = PHOTO.read_bytes()[: PHOTO.stat().st_size // 2]
+    answer = web.post("/enviar", data={"csrf": token(web), "pasta": "loja-meia"},
+                      files=[("fotos", ("meia.jpg", half, "image/jpeg"))])
+    assert answer.status_code == 303
+
+    note = shop.failed / "loja-meia" / "meia.jpg.erro.txt"
+    wait_for(note.exists, 30, message="the half photo in _falhas/ with its note")
+    assert (shop.failed / "loja-meia" / "meia.jpg").read_bytes() == half
+    assert "kind: incomplete" in note.read_text()
+    held = [line for line in shop.log().splitlines()
+            if "meia.jpg" in line and "may still be uploading" in line]
+    assert held == []  # rejected on its first look, never put back to wait
+
+
 def test_probes_answer_while_an_upload_trickles(web: httpx.Client) -> None:
     host, port = web.base_url.host, web.base_url.port
     sock = socket.create_connection((host, port))

@@ -192,6 +192,8 @@ def _retry(page: Page, handler: BoundedHandler) -> None:
         placed = page.failures.retry(safe_rel(name))
     except (Refused, FileNotFoundError):
         return _refuse(page, handler, 404, "retry_gone", file=name[-80:])
+    # its bytes sat whole in _falhas/: if they still do not decode, they fail again at once
+    page.app.pipeline.known_whole(placed, page.app.settings.upload_path.joinpath(*placed.parts))
     logger.bind(file=str(placed)).info("the shop sent {} back to the inbox as {}", name, placed)
     key = page.tracker.add(Batch([placed], [("retried", {"file": placed.name})], when))
     redirect(handler, view.Query(batch=key).link() + "#acompanhar")
@@ -242,6 +244,8 @@ def _receive(page: Page, handler: BoundedHandler, boundary: bytes, cap: int) -> 
         raise
     if not placed and not receiver.refused:
         return _refuse(page, handler, 400, "refused_none")
+    for rel in placed:  # whole: one that does not decode is damaged, not still arriving
+        page.app.pipeline.known_whole(rel, s.upload_path.joinpath(*rel.parts))
     if placed:
         logger.info("the shop sent {} photo(s) into {}", len(placed), s.upload_path / folder)
     notices = ([("sent", {"count": len(placed)})] if placed else []) + receiver.refused
