@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from watcher import backup, cleanup, restore
+from watcher.backup import archive
 from watcher.config import Settings
 from watcher.metrics import Metrics
 
@@ -295,12 +296,12 @@ def test_an_archive_is_no_more_readable_than_the_files_it_holds(settings: Settin
 
 
 def test_group_read_is_kept_only_for_the_archives_own_group() -> None:
-    tally = backup._Tally()  # noqa: SLF001 — the rule itself, without needing root to chown
+    tally = archive._Tally()  # noqa: SLF001 — the rule itself, without needing root to chown
     for gid in (1000, 1001):
         tally.seen(os.stat_result((0o100640, 0, 0, 1, 0, gid, 0, 0, 0, 0)))
 
     assert tally.mode(archive_gid=1000) == 0o600  # a member of 1001 only must not gain access
-    assert backup._Tally().mode(archive_gid=1000) == 0o644  # noqa: SLF001 — nothing private
+    assert archive._Tally().mode(archive_gid=1000) == 0o644  # noqa: SLF001 — nothing private
 
 
 def test_the_config_backup_records_the_settings_in_force_secrets_masked(

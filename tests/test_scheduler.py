@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from watcher import backup, config
+from watcher.backup import sets as backup_sets
 from watcher.config import Settings
 from watcher.errors import ConfigError
 from watcher.metrics import Metrics
@@ -185,7 +186,7 @@ def test_a_backup_with_a_failed_component_is_a_failed_run(
             raise OSError(28, "No space left on device")
         return real(comp, *args, **kw)
 
-    monkeypatch.setattr(backup, "backup_component", disk_full_for_logs)
+    monkeypatch.setattr(backup_sets, "backup_component", disk_full_for_logs)  # what run_backup calls
     scheduler = Scheduler(settings, Metrics(CollectorRegistry()),
                           schedules={"backup": EVERY_SECOND, "cleanup": NEVER_SOON})
     scheduler.start()
