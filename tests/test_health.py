@@ -131,7 +131,12 @@ def test_a_file_stuck_in_work_stops_liveness_until_it_moves(running_app: Callabl
 
 def test_the_watcher_gone_fails_liveness(running_app: Callable[..., Any], model_path: Path) -> None:
     app, health = running_app(LocalRemover(model_path), MODEL_PATH=model_path)
-    shutil.rmtree(app.settings.upload_path)
+    inbox = app.settings.upload_path
+    # moved away in one rename, and a plain file put in its place: the main loop's restart
+    # cannot make the folder again, so the watcher stays gone (removing the tree file by file
+    # raced with that restart, which re-creates a missing inbox)
+    inbox.rename(inbox.with_name("produtos-movido"))
+    inbox.write_text("not a folder")
 
     verdict = wait_for(lambda: _not_alive(health), 10, message="liveness to fail")
     assert verdict.problems[0].startswith("the file watcher stopped")
