@@ -84,7 +84,7 @@ EDGES = [(m, i) for m, p in MODULES.items() if m for i in sorted(_imports(p))]
 
 
 def test_the_graph_was_read() -> None:
-    assert ("pipeline", "stages.validate") in EDGES and ("cli", "app") in EDGES
+    assert ("pipeline", "stages.validate") in EDGES and ("cli.daemon", "app") in EDGES
 
 
 @pytest.mark.parametrize(("module", "imported"), EDGES, ids=[f"{m}->{i}" for m, i in EDGES])
@@ -96,7 +96,7 @@ def test_imports_point_down_the_map(module: str, imported: str) -> None:
     if mine and theirs:
         assert mine == theirs, f"stages never import each other: {module} imports {imported}"
     if imported == "app":
-        assert module == "cli", f"only cli imports the App at run time, not {module}"
+        assert module.split(".")[0] == "cli", f"only cli imports the App at run time, not {module}"
 
 
 def _third_party(path: Path) -> set[str]:
