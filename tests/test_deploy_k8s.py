@@ -258,13 +258,15 @@ def test_a_network_volume_is_polled(resources: list[Resource], tmp_path: Path) -
             assert mounts.choose("auto", tmp_path / "produtos", mountinfo).mode == "polling"
 
 
-def test_the_gradio_token_comes_from_an_optional_secret(resources: list[Resource]) -> None:
+@pytest.mark.parametrize("name", ["THUMBGEN_GRADIO_TOKEN", "THUMBGEN_UI_TOKEN"])
+def test_each_secret_setting_comes_from_an_optional_secret(resources: list[Resource],
+                                                          name: str) -> None:
     deployment = one(resources, "Deployment")
-    token = [e for e in container(deployment)["env"] if e["name"] == "THUMBGEN_GRADIO_TOKEN"]
+    token = [e for e in container(deployment)["env"] if e["name"] == name]
     assert len(token) == 1
     ref = token[0]["valueFrom"]["secretKeyRef"]
     assert ref["optional"] is True and ref["name"] and ref["key"]
-    assert "THUMBGEN_GRADIO_TOKEN" not in one(resources, "ConfigMap")["data"]
+    assert name not in one(resources, "ConfigMap")["data"]
 
 
 # -- backups and cleanup --------------------------------------------------------------------------------
