@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from loguru import logger
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -185,6 +186,24 @@ def test_serve_writes_the_address_file_and_removes_it_at_stop(
     assert not (settings.state_path / http.ADDRESS_FILE).exists()
     with pytest.raises(ConfigError, match="pass --url"):
         http.daemon_url(settings)
+
+
+@pytest.mark.parametrize(("host", "said"), [
+    ("0.0.0.0", "listening on all addresses (0.0.0.0)"), ("127.0.0.1", None)])
+def test_the_log_says_when_the_server_answers_on_every_address(
+        make_settings: Callable[..., config.Settings], host: str, said: str | None) -> None:
+    # in a container HTTP_HOST is 0.0.0.0: the URL logged is where this host reaches it, and
+    # the line must not read as "loopback only"
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}")
+    settings = make_settings(HTTP_PORT=0, HTTP_HOST=host)
+    server = http.serve(settings, None, Metrics(CollectorRegistry()))
+    assert server is not None
+    server.stop()
+    logger.remove(sink)
+    (line,) = [line for line in lines if line.startswith("HTTP server on")]
+    assert line.startswith(f"HTTP server on http://127.0.0.1:{server.port}")
+    assert (said in line) if said else ("listening on" not in line)
 
 
 def test_serve_starts_nothing_when_every_endpoint_is_off(

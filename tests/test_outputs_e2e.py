@@ -163,8 +163,9 @@ def test_process_prints_a_failed_check_and_publishes_the_output(
     assert "loja/books.jpg → amazon-small: fill 0.80 < 0.85" in lines
     # the mugs, cut by the photo's left and right edges, run from edge to edge: fill 1.00
     assert not any(line.startswith("loja/mugs.jpg →") for line in lines)
-    assert lines[-1] == (f"2 thumbnail(s) written to {out}, 0 failed, 1 output check(s) failed "
-                         "(published all the same)")
+    # two photos, two outputs each: four files, and the line says so
+    assert lines[-1] == (f"4 thumbnail(s) of 2 photo(s) written to {out}, 0 failed, 1 output "
+                         "check(s) failed (published all the same)")
     assert not any("mercadolivre:" in line for line in lines)
     for name in ("books", "mugs"):
         with Image.open(out / "amazon-small" / "loja" / f"{name}.jpg") as im:

@@ -221,9 +221,17 @@ def serve(settings: Settings, health: Health | None, metrics: Metrics | None,
         server.address_file = write_address(settings.state_path, server, settings.worker_id)
     except OSError as exc:  # only `thumbgen health` with HTTP_PORT=0 needs it
         logger.warning("cannot write {}: {}", settings.state_path / ADDRESS_FILE, exc)
-    logger.info("HTTP server on {} ({}{})", server.url, " ".join(sorted(table)),
-                " and the shop's page" if page is not None else "")
+    logger.info("HTTP server on {}{} ({}{})", server.url, _reach(settings.http_host),
+                " ".join(sorted(table)), " and the shop's page" if page is not None else "")
     return server
+
+
+def _reach(host: str) -> str:
+    """What the logged address leaves out: a wildcard bind answers on every address, and the
+    URL shown is only where this host reaches it."""
+    if host in ("", "0.0.0.0", "::"):
+        return f", listening on all addresses ({host or '0.0.0.0'})"
+    return ""
 
 
 # -- the address file ------------------------------------------------------------------------------

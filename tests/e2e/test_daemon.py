@@ -309,11 +309,11 @@ def test_process_command_leaves_inputs_untouched(tree: Path, data_dir: Path,
     assert len(visible_files(out)) == 9
     assert "9/10" in proc.stderr or "10/10" in proc.stderr
     # what it says about a photo is for the shop: in LANGUAGE (pt-BR by default)
-    assert "9 miniatura(s) gravada(s)" in proc.stdout and "1 falharam" in proc.stdout
+    assert "9 miniatura(s) de 9 foto(s) gravada(s)" in proc.stdout and "1 falharam" in proc.stdout
     assert "broken.png: O arquivo" in proc.stderr
     english = subprocess.run([THUMBGEN, "process", str(src / "broken.png"), "--out", str(out)],
                              cwd=tree, env={**daemon_env(tree), "THUMBGEN_LANGUAGE": "en"},
                              capture_output=True, text=True, timeout=120)
     assert english.returncode == 1
-    assert "0 thumbnail(s) written" in english.stdout and "1 failed" in english.stdout
+    assert "0 thumbnail(s) of 0 photo(s) written" in english.stdout and "1 failed" in english.stdout
     assert "broken.png: The file" in english.stderr

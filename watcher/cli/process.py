@@ -60,22 +60,24 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     items = _inputs([Path(p) for p in args.paths])
     checked: list[tuple[PurePosixPath, str]] = []  # failed output checks: published all the same
 
-    def one(source: Path, rel: PurePosixPath) -> str | None:
+    def one(source: Path, rel: PurePosixPath) -> tuple[str | None, int]:
+        """(what went wrong or None, how many files it wrote: one per output)."""
         try:
             rendered = pipeline.render(Job(rel=rel), source)
             publish.write_set(out, [(path, data) for _, path, data in rendered.files],
                               "process")
             checked.extend((rel, problem) for problem in rendered.problems)
-            return None
+            return None, len(rendered.files)
         except RejectedImage as exc:  # the shop's two lines, in LANGUAGE
-            return " ".join(exc.shop_lines(settings.language)).strip()
+            return " ".join(exc.shop_lines(settings.language)).strip(), 0
         except ThumbgenError as exc:
-            return getattr(exc, "reason", str(exc))
+            return getattr(exc, "reason", str(exc)), 0
         except Exception as exc:  # one bad file never stops the pass
             logger.opt(exception=True).debug("processing {} failed", source)
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}", 0
 
     problems: list[tuple[Path, str]] = []
+    written = 0
     say = partial(messages.text, settings.language)
     load = getattr(remover, "load", None)
     if callable(load) and items:  # the local model's load logs a line: before the bar, not in it
@@ -84,7 +86,8 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(one, src, rel): src for src, rel in items}
         for n, future in enumerate(as_completed(futures), 1):
-            problem = future.result()
+            problem, files = future.result()
+            written += files
             if problem:
                 problems.append((futures[future], problem))
             _progress(n, len(items), len(problems), say("process.failed"))
@@ -93,6 +96,7 @@ def cmd_process(settings: config.Settings, args: argparse.Namespace) -> int:
     for rel, problem in sorted(checked):
         print(f"{rel} → {problem}")
     failed = len(problems)
-    print(say("process.summary", done=len(items) - failed, folder=out, failed=failed)
+    print(say("process.summary", files=written, done=len(items) - failed, folder=out,
+              failed=failed)
           + (say("process.checks_failed", count=len(checked)) if checked else ""))
     return EXIT_FAILED if failed else EXIT_OK
