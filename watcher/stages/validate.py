@@ -252,7 +252,9 @@ def _working_scale(image: Image.Image, target: tuple[int, int]) -> Image.Image:
 
 
 def _resize_in_bands(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``image.resize(size, BILINEAR)``, pixel for pixel, a band of rows at a time.
+    """``image.resize(size, BILINEAR)`` a band of rows at a time: the same picture, every pixel
+    within one level (where a band's edge falls between source rows, the filter's weights round
+    differently in the last bit).
 
     Pillow resizes in two passes and holds the first pass whole: for a 3000×2000 draft going to
     2400×1600, a 19 MB buffer beside the source and the result. Band by band it is ~2 MB. The
