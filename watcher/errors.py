@@ -81,6 +81,7 @@ def make_folder(path: Path, key: str) -> None:
 REJECT_KINDS = (
     "link",                 # a symbolic or hard link, never followed
     "not_a_file",           # a FIFO, device or socket
+    "not_readable",         # the daemon's user may not read it (its permissions)
     "empty",                # 0 bytes
     "too_large",            # over MAX_FILE_SIZE
     "too_many_pixels",      # over MAX_PIXELS, or a decompression bomb
