@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,3 +85,62 @@ def test_a_bad_token_value_is_not_printed_either(run_thumbgen: Run, tmp_path: Pa
     assert result.returncode == 2
     assert "REMOVAL_BACKEND" in result.stderr
     assert TOKEN not in result.stderr + result.stdout
+
+
+# -- folders the daemon cannot create: exit 2 and one line, never a traceback ---------------------
+
+def _wrapped(mechanism: str, place: Path) -> tuple[list[str], str]:
+    """A command prefix that makes ``place`` a folder nothing can be created in, for real, and the
+    OS's reason it gives. Root ignores permission bits, so: a file where a folder should be, a
+    read-only tmpfs mounted over it (a private mount namespace), or a folder of another user
+    with the daemon stripped of root's right to override permissions."""
+    if mechanism == "a file in the way":
+        place.rmdir()
+        place.write_text("not a folder\n")
+        return [], "Not a directory"
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs or drop capabilities")
+    if mechanism == "read-only mount":
+        unshare = shutil.which("unshare")
+        probe = subprocess.run([unshare or "unshare", "--mount", "true"], capture_output=True,
+                               check=False) if unshare else None
+        if probe is None or probe.returncode != 0:
+            pytest.skip("no unshare(1) or no mount namespaces here")
+        script = f'mount -t tmpfs -o ro tmpfs "{place}" && exec "$0" "$@"'
+        return [unshare, "--mount", "--propagation", "private", "sh", "-c", script], \
+            "Read-only file system"
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("no setpriv(1)")
+    os.chown(place, 12345, 12345)
+    place.chmod(0o755)
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"], "Permission denied"
+
+
+@pytest.mark.parametrize("mechanism", ["a file in the way", "read-only mount", "another user's"])
+@pytest.mark.parametrize("key", ["LOG_PATH", "UPLOAD_PATH", "OUTPUT_PATH"])
+def test_run_exits_2_naming_a_folder_it_cannot_create(thumbgen_env: dict[str, str],
+                                                      tmp_path: Path, key: str,
+                                                      mechanism: str) -> None:
+    place = tmp_path / "place"
+    place.mkdir()
+    prefix, why = _wrapped(mechanism, place)
+    folder = place / "folder"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
+    env.update(thumbgen_env, THUMBGEN_REMOVAL_BACKEND="local", THUMBGEN_HTTP_PORT="0")
+    env[f"THUMBGEN_{key}"] = str(folder)
+    thumbgen = str(Path(sys.executable).with_name("thumbgen"))
+
+    result = subprocess.run([*prefix, thumbgen, "run"], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"thumbgen: cannot create the folder {folder}"), line
+    assert f"({key}): {why}; " in line
+    assert f"or set {key} to a folder the daemon can write" in line
+    advice = {"a file in the way": f"{place} is a file, not a folder: move it away",
+              "read-only mount": f"{place} is on a read-only filesystem: mount a writable folder",
+              "another user's": f"the daemon runs as uid 0: give it {place} (`chown -R 0 {place}`"}
+    assert advice[mechanism] in line

@@ -20,6 +20,7 @@ from loguru import logger
 
 from watcher.claim import Claims
 from watcher.config import Settings
+from watcher.errors import make_folder
 from watcher.settle import Settler
 from watcher.metrics import Metrics
 from watcher.model import Job
@@ -98,9 +99,10 @@ class App:
 
     def startup(self) -> None:
         s = self.settings
-        for folder in (s.upload_path, s.output_path, s.processed_path, s.failed_path,
-                       s.state_path, s.background_path):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder, key in ((s.upload_path, "UPLOAD_PATH"), (s.output_path, "OUTPUT_PATH"),
+                            (s.processed_path, "UPLOAD_PATH"), (s.failed_path, "UPLOAD_PATH"),
+                            (s.state_path, "UPLOAD_PATH"), (s.background_path, "BACKGROUND_PATH")):
+            make_folder(folder, key)  # FolderError (exit 2) naming it, never a traceback
         self.claims.setup()
         self.pipeline.check_setup()
         returned = self.claims.recover()

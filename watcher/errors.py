@@ -1,6 +1,7 @@
 """Exceptions, split by what happens next.
 
 - ConfigError: the daemon refuses to start (exit code 2), naming the key and the value.
+  FolderError, one of them: a folder it needs cannot be created (read-only, not its user's).
 - RejectedImage: the input can never become a thumbnail; it goes to ``_falhas/`` with a reason.
 - RemovalUnavailable: no background remover can serve now (remote down, fallback off); the
   file waits in the inbox and is processed later. Never a reason to reject a good photo.
@@ -12,7 +13,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from watcher import messages
@@ -32,10 +36,52 @@ class ConfigError(ThumbgenError):
         super().__init__(f"invalid configuration: {key}={value!r}: {reason}")
 
 
+# What to do when a folder cannot be created, by the OS's reason; {holder} is the nearest folder
+# that exists on the way to it, {blocker} the file that stands in the way, {uid} the daemon's user.
+_FOLDER_ADVICES = {
+    errno.EACCES: "the daemon runs as uid {uid}: give it {holder} (`chown -R {uid} {holder}`; "
+                  "for a container, on the host folder mounted there)",
+    errno.EROFS: "{holder} is on a read-only filesystem: mount a writable folder there (for a "
+                 "container: -v <host folder>:{holder})",
+    errno.ENOTDIR: "{blocker} is a file, not a folder: move it away",
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the daemon's user (uid {uid}) is over its disk quota: free some space",
+}
+_FOLDER_ADVICES[errno.EPERM] = _FOLDER_ADVICES[errno.EACCES]
+_FOLDER_ADVICES[errno.EEXIST] = _FOLDER_ADVICES[errno.ENOTDIR]
+_FOLDER_ADVICE = "check the path and its permissions (`thumbgen diagnose` checks every folder)"
+
+
+class FolderError(ConfigError):
+    """A folder the daemon needs cannot be created: one line naming the folder, the setting it
+    comes from, the OS's reason and what to do (exit code 2, like any bad configuration)."""
+
+    def __init__(self, key: str, path: Path, error: OSError) -> None:
+        holder = next((p for p in path.parents if p.is_dir()), Path("/"))
+        blocker = next((p for p in (*reversed(path.parents), path)
+                        if p.exists() and not p.is_dir()), path)
+        advice = _FOLDER_ADVICES.get(error.errno or 0, _FOLDER_ADVICE)
+        reason = (f"{error.strerror or error}; "
+                  f"{advice.format(uid=os.geteuid(), holder=holder, blocker=blocker)}; "
+                  f"or set {key} to a folder the daemon can write")
+        ThumbgenError.__init__(self, f"cannot create the folder {path} ({key}): {reason}")
+        self.key, self.value, self.reason = key, path, reason
+
+
+def make_folder(path: Path, key: str) -> None:
+    """``mkdir -p path`` at start-up; FolderError naming ``key`` (the setting it comes from)
+    instead of a traceback when it cannot be done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FolderError(key, path, exc) from None
+
+
 # Why a file ended in _falhas/, as a short fixed word: a metric label and a line of the .erro.txt.
 REJECT_KINDS = (
     "link",                 # a symbolic or hard link, never followed
     "not_a_file",           # a FIFO, device or socket
+    "not_readable",         # the daemon's user may not read it (its permissions)
     "empty",                # 0 bytes
     "too_large",            # over MAX_FILE_SIZE
     "too_many_pixels",      # over MAX_PIXELS, or a decompression bomb

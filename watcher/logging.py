@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
+from watcher.errors import make_folder
 from watcher.masking import mask_text
 
 LOG_FILE = "app.log"
@@ -245,7 +246,7 @@ def setup(level: str = "INFO", log_dir: Path | None = None, secrets: Iterable[st
         logger.add(sys.stderr, level=level, format=_console_formatter(redact),
                    colorize=sys.stderr.isatty(), backtrace=False, diagnose=False)
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(log_dir, "LOG_PATH")  # FolderError (exit 2) if it cannot be
         # enqueue: a slow disk delays the writer thread, never a worker
         logger.add(log_dir / LOG_FILE, level=level, format=_json_formatter(redact),
                    rotation=ROTATION, retention=RETENTION, compression=COMPRESSION,

@@ -45,6 +45,7 @@ class Daemon:
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = base / f"{name}.out"
+        self.prefix: list[str] = []  # a command the daemon runs under (setpriv, for example)
 
     @property
     def inbox(self) -> Path:
@@ -65,7 +66,7 @@ class Daemon:
     def start(self, **overrides: str) -> Daemon:
         env = {**self.env, **{f"THUMBGEN_{k}": str(v) for k, v in overrides.items()}}
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([THUMBGEN, "run"], cwd=self.base, env=env,
+        self.proc = subprocess.Popen([*self.prefix, THUMBGEN, "run"], cwd=self.base, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self

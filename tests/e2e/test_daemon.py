@@ -174,6 +174,38 @@ def test_symlink_and_fifo_are_rejected_without_hanging(daemon: Daemon, data_dir:
     assert daemon.stop() == 0
 
 
+def test_a_photo_the_daemon_may_not_read_is_rejected_with_what_to_do(
+        make_daemon: Callable[..., Daemon], data_dir: Path) -> None:
+    # root reads any file whatever its mode: the daemon runs as root without the right to
+    # override permissions (its bounding set), and the photo belongs to another uid, mode 0400
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv(1)")
+    daemon = make_daemon()
+    daemon.prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    locked = daemon.inbox / "locked.jpg"
+    shutil.copyfile(data_dir / "products" / "mugs.jpg", locked)
+    os.chown(locked, 12345, 12345)
+    locked.chmod(0o400)
+    shutil.copyfile(data_dir / "products" / "mugs.jpg", daemon.inbox / "open.jpg")
+    daemon.start()
+    daemon.wait_started()
+
+    wait_for(lambda: (daemon.failed / "locked.jpg.erro.txt").exists()
+             and (daemon.output / "open.jpg").is_file(), 30, message="both photos handled")
+
+    note = (daemon.failed / "locked.jpg.erro.txt").read_text().splitlines()
+    assert note[:2] == [
+        "O thumbgen não tem permissão para ler este arquivo (o usuário com que ele roda no "
+        "servidor não pode abri-lo).",
+        "Copie a foto para produtos/ de novo (a nova cópia recebe as permissões da pasta) ou "
+        "peça a quem cuida do servidor que libere a leitura do arquivo para o thumbgen."]
+    assert "kind: not_readable" in note
+    assert (daemon.failed / "locked.jpg").stat().st_uid == 12345, "the photo is kept as it was"
+    assert "Traceback" not in daemon.log()
+    assert daemon.stop() == 0
+
+
 def test_temp_and_system_files_are_left_alone(daemon: Daemon, data_dir: Path) -> None:
     ignored = ["upload.jpg.part", "download.jpg.crdownload", "x.tmp", "~$sheet.jpg",
                ".~lock.doc#", ".DS_Store", "Thumbs.db", "desktop.ini", ".hidden.jpg",

@@ -245,9 +245,12 @@ def test_off_loopback_the_page_is_read_only_without_ui_token(tmp_path: Path,
         open_daemon.wait_started()
         with httpx.Client(base_url=base_url(open_daemon), timeout=10, trust_env=False) as client:
             html = client.get("/").text
-            assert "só para consulta" in html and "Tentar de novo" not in html
+            notice = ("Esta página é só para consulta. Para enviar fotos e tentar de novo, peça o "
+                      "código de acesso a quem cuida do servidor.")
+            assert notice in html and "Tentar de novo" not in html
             refused = client.post("/tentar", data={"csrf": token(client), "arquivo": "a.jpg"})
             assert refused.status_code == 403
+            assert notice in refused.text
             assert (tmp_path / "produtos" / "_falhas" / "a.jpg").exists()
     finally:
         open_daemon.stop()

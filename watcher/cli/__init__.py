@@ -3,7 +3,7 @@
 ``backends.py`` is the only module that builds backends; each command is one small function, in
 ``daemon.py`` (run, health, diagnose, config, models), ``process.py`` and ``backups.py``; here,
 the arguments and ``main``. A bad configuration exits with code 2 and a message naming the key
-and the value.
+and the value; so does a folder the daemon cannot create (``FolderError``), naming the folder.
 """
 
 from __future__ import annotations
@@ -100,9 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command in ("config", "health", "diagnose")
     if args.command == "run":
         _tune_malloc_for_the_daemon()  # before the log writer's thread starts
-    log_setup.setup(settings.log_level if not quiet else "WARNING",
-                    settings.log_path if args.command == "run" else None,
-                    secrets=settings.secret_values())
+    try:
+        log_setup.setup(settings.log_level if not quiet else "WARNING",
+                        settings.log_path if args.command == "run" else None,
+                        secrets=settings.secret_values())
+    except ConfigError as exc:  # LOG_PATH cannot be created (FolderError)
+        print(f"thumbgen: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command != "diagnose":  # diagnose lists them among its findings
         for name in config.unknown_env():
             logger.warning("{} is set but is no setting, so it is ignored; check its spelling "

@@ -20,6 +20,7 @@ from loguru import logger
 from watcher import __version__, config
 from watcher.cli.backends import build_remover
 from watcher.cli.exits import EXIT_FAILED, EXIT_OK
+from watcher.errors import make_folder
 from watcher.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def _private_tmp(settings: config.Settings) -> Path:
     daemon's. Folders of daemons that are gone (no claim folder, untouched for an hour) go too."""
     root = settings.state_path / "tmp"
     tmp = root / settings.worker_id
-    tmp.mkdir(parents=True, exist_ok=True)
+    make_folder(tmp, "UPLOAD_PATH")  # under UPLOAD_PATH's .thumbgen/
     claimed = settings.state_path / "claimed"
     for folder in root.iterdir():
         try:

@@ -70,13 +70,17 @@ class Photo:
 
 
 def read_input(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file, refusing links, FIFOs, devices and oversize files."""
+    """The bytes of a regular file, refusing links, FIFOs, devices, oversize files and files the
+    daemon's user may not read."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
         if os.path.islink(path):
             raise RejectedImage.because("symlink", f"symlink: {exc}", kind="link") from None
+        if isinstance(exc, PermissionError):  # its mode or owner, not a fault of the daemon
+            raise RejectedImage.because("not_readable", f"uid {os.geteuid()}: {exc}",
+                                        kind="not_readable") from None
         raise
     try:
         st = os.fstat(fd)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from loguru import logger
 
+from watcher.errors import make_folder
 from watcher.model import Job, JobStatus
 from watcher.web import routes, upload
 from watcher.web.failures import Failures
@@ -58,7 +59,7 @@ class Page:
 
     def attach(self) -> None:
         """Follow the pipeline's results, and index what is already on disk (bounded)."""
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.upload_dir, "UPLOAD_PATH")  # under UPLOAD_PATH's .thumbgen/
         upload.clear_stale(self.upload_dir)
         found = self.recent.load()
         self.app.pool.on_finished.append(self._finished)
