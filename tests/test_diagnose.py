@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -72,6 +73,24 @@ def test_problems_fail_with_what_to_do(make_settings: Callable[..., config.Setti
     model = _by_topic(findings, "model")[0]
     assert model.level == FAIL and "thumbgen models fetch" in model.action
     assert _by_topic(findings, "remote")[0].level == OK  # none configured: local does it all
+
+
+def test_a_filesystem_mounted_inside_the_inbox_fails(
+        make_settings: Callable[..., config.Settings], model_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    settings = make_settings(MODEL_PATH=model_path, GRADIO_API_URL="")
+    net = settings.upload_path / "loja-net"
+    net.mkdir(parents=True)
+    assert [f for f in diagnose.check_folders(settings) if "mounted inside the inbox" in f.text] == []
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(net)], check=True)
+    try:
+        findings = list(diagnose.check_folders(settings))
+    finally:
+        subprocess.run(["umount", "-l", str(net)], check=False)
+    (finding,) = [f for f in findings if "mounted inside the inbox" in f.text]
+    assert finding.level == FAIL and str(net) in finding.text and "(tmpfs)" in finding.text
+    assert f"mount the share at the inbox itself ({settings.upload_path})" in finding.action
 
 
 def test_an_unreachable_remote_fails_without_fallback_and_warns_with_it(

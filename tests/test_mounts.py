@@ -63,3 +63,11 @@ def test_a_set_mode_stands_and_an_unreadable_mountinfo_means_native(tmp_path: Pa
 def test_this_machines_mountinfo_names_the_root_filesystem() -> None:
     mount = mounts.mount_of(Path("/"))
     assert mount is not None and mount.point == Path("/") and mount.fstype
+
+
+def test_the_mounts_inside_a_folder_but_not_the_folder_itself(info: Path) -> None:
+    points = [str(m.point) for m in mounts.inside(Path("/mnt"), info)]
+    assert points == ["/mnt/bind", "/mnt/blk", "/mnt/with space"]
+    assert [m.fstype for m in mounts.inside(Path("/srv/share"), info)] == ["tmpfs"]
+    assert mounts.inside(Path("/srv/share/local"), info) == []
+    assert mounts.inside(Path("/srv"), info.with_name("missing")) == []  # no mountinfo

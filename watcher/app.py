@@ -18,6 +18,7 @@ from types import FrameType
 
 from loguru import logger
 
+from watcher import mounts
 from watcher.claim import Claims
 from watcher.config import Settings
 from watcher.errors import make_folder
@@ -112,6 +113,13 @@ class App:
         self.watch.start()
         logger.info("watching {} ({} mode: {}), {} CPU worker(s), removal by {}", s.upload_path,
                     self.watch.active_mode, self.watch.why, s.cpu_workers, self.remover.name)
+        for mount in mounts.inside(s.upload_path):  # diagnose FAILs on it too
+            unheard = (", and no event is heard from it (only rescans find its files)"
+                       if mount.needs_polling and self.watch.active_mode == "native" else "")
+            logger.warning("{} is a {} mount inside the inbox: its photos cannot be claimed (a "
+                           "rename cannot cross filesystems) and wait there{}; mount the share "
+                           "at the inbox itself or at BASE_PATH instead", mount.point,
+                           mount.fstype, unheard)
         self.rescans.start()
         # on the scan thread, a shop folder at a time: the main loop feeds the first shops while
         # the others are listed; READY once it is done (``tick``)
@@ -186,8 +194,7 @@ class App:
     def rescan(self, reason: str) -> None:
         """Ask the scan thread for a full scan of the inbox (it runs once however often asked)."""
         self._next_rescan = time.monotonic() + self.settings.rescan_interval
-        if self.pipeline.faults:
-            self.pipeline.faults.recheck()
+        self.pipeline.faults.recheck()  # local faults (one folder's photos wait) too
         self.metrics.rescans.labels(reason).inc()
         self.rescans.full(reason)
 

@@ -95,6 +95,7 @@ def check_folders(s: Settings) -> Iterator[Finding]:
         yield _folder_finding(role, path)
     yield _backgrounds_finding(s.background_path)
     yield from _same_filesystem(s)
+    yield from _mounts_inside(s)
 
 
 def _folder_finding(role: str, path: Path) -> Finding:
@@ -146,6 +147,18 @@ def _same_filesystem(s: Settings) -> Iterator[Finding]:
                               "inside the inbox")
         except OSError:
             continue
+
+
+def _mounts_inside(s: Settings) -> Iterator[Finding]:
+    """A filesystem mounted inside the inbox: its photos cannot be claimed (a rename across
+    filesystems fails), so they would wait there for ever."""
+    real = Path(os.path.realpath(s.upload_path))
+    for mount in mounts.inside(s.upload_path):
+        shown = s.upload_path / mount.point.relative_to(real)
+        yield Finding(FAIL, "inbox", f"{shown} is another filesystem ({mount.fstype}) mounted "
+                      "inside the inbox: photos there cannot be moved atomically, so they wait "
+                      "there untouched", f"mount the share at the inbox itself ({s.upload_path}) "
+                      "or at BASE_PATH instead of inside it")
 
 
 def check_disk(s: Settings, thresholds: DiskThresholds | None = None) -> Iterator[Finding]:

@@ -9,6 +9,11 @@ fault is cleared (logged once too) and the photos that waited are taken again.
 
 A fault is keyed by its cause (``model``, ``folder:<path>``), so a second photo hitting the same
 cause while the first is being reported adds nothing.
+
+A *local* fault holds only the photos of one folder of the inbox: a shop folder the daemon's user
+cannot write, or another filesystem mounted inside the inbox (a claim is a rename, which cannot
+cross filesystems). Its photos stay where they are and are tried again at each rescan; the other
+shops go on, readiness stands, and ``/health`` is degraded naming the folder.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
+
+from watcher import mounts
 
 # Errors of writing into one of our own folders that every photo would hit alike. ENOSPC and
 # friends are not here: a full disk is handled as before (the photo waits, readiness says so).
@@ -38,6 +45,7 @@ class Fault:
     fix: str       # what to do about it
     since: float   # time.time() it was first seen
     check: Check
+    folder: Path | None = None  # set for a local fault: only the photos of this folder wait
 
     def describe(self) -> str:
         return f"{self.problem}; {self.fix}"
@@ -103,6 +111,17 @@ class Faults:
                                      problem, fix)
         return True
 
+    def local(self, folder: Path, problem: str, fix: str, check: Check) -> bool:
+        """Record a fault that holds only the photos of ``folder``; logs it only the first time."""
+        key = f"local:{folder}"
+        with self._lock:
+            if key in self._faults:
+                return False
+            self._faults[key] = Fault(key, problem, fix, time.time(), check, folder)
+        logger.bind(fault=key).error("photos in {} wait there until this is fixed (the other "
+                                     "folders go on): {}; {}", folder, problem, fix)
+        return True
+
     def folder(self, folder: Path, role: str, why: str) -> bool:
         """Report that ``folder`` (one of ours, in ``role``) cannot be written, and ``why``."""
         return self.report(
@@ -112,16 +131,25 @@ class Faults:
             lambda: probe_write(folder))
 
     def active(self) -> list[Fault]:
+        """The faults that hold every photo."""
+        return [fault for fault in self._all() if fault.folder is None]
+
+    def held(self) -> list[Fault]:
+        """The local faults: each holds the photos of one folder of the inbox."""
+        return [fault for fault in self._all() if fault.folder is not None]
+
+    def _all(self) -> list[Fault]:
         with self._lock:
             return sorted(self._faults.values(), key=lambda fault: fault.since)
 
     def __bool__(self) -> bool:
+        """True while a fault holds every photo (local faults do not count)."""
         with self._lock:
-            return bool(self._faults)
+            return any(fault.folder is None for fault in self._faults.values())
 
     def recheck(self) -> int:
         """Run each fault's check; clear those that pass. Returns how many remain."""
-        for fault in self.active():
+        for fault in self._all():
             try:
                 still = fault.check()
             except Exception as exc:  # a check is a boundary: whatever it raises, still broken
@@ -134,3 +162,91 @@ class Faults:
                     time.time() - fault.since, fault.problem)
         with self._lock:
             return len(self._faults)
+
+
+# -- why a claim failed ----------------------------------------------------------------------------
+
+def claim_failed(faults: Faults, exc: OSError, src: Path, claim_dir: Path, inbox: Path) -> bool:
+    """Report why moving the input ``src`` into ``claim_dir`` failed, as the fault it is.
+
+    Decided by looking, not by the error's text: a folder that does not take a write is the one
+    at fault (the input's own folder first: then only its photos wait); EXDEV means the input
+    lies on another filesystem mounted inside the inbox. False when it is none of these (the
+    caller raises it as the bug it is).
+    """
+    if exc.errno == errno.EXDEV:
+        _crossed(faults, src.parent, claim_dir, inbox)
+        return True
+    if not is_setup_error(exc):
+        return False
+    folder, why = src.parent, exc.strerror or str(exc)
+    problem = probe_write(folder)
+    if problem is not None:
+        faults.local(folder, f"the daemon's user ({_who()}) cannot write the "
+                     f"{_role(folder, inbox)} {folder} ({_owner(folder)}): {problem}",
+                     f"give the daemon's user write permission, e.g. `chown -R {os.geteuid()} "
+                     f"{folder}` (or a shared group with g+rwx); check `lsattr -d {folder}` for "
+                     "the immutable flag and whether it is mounted read-only",
+                     lambda: probe_write(folder))
+        return True
+    target = next((p for p in (claim_dir, *claim_dir.parents) if p.exists()), claim_dir)
+    if probe_write(target) is not None:  # the claim folder itself: every photo would fail
+        faults.folder(target, "state", why)
+        return True
+    # both folders take writes: it is this file that cannot be moved out of its folder
+    faults.local(folder, f"{src} cannot be moved out of {folder}: {why}",
+                 "in a folder with the sticky bit only a file's owner may move it; check the "
+                 f"file's owner, and `lsattr {src}` for the immutable or append-only flag",
+                 lambda: None if not os.path.lexists(src) else "the file is still there")
+    return True
+
+
+def _crossed(faults: Faults, folder: Path, claim_dir: Path, inbox: Path) -> None:
+    """EXDEV: the input's folder and the claim folder are on different mounts."""
+    real = Path(os.path.realpath(inbox))
+    mount = mounts.mount_of(folder)
+    if mount is not None and mount.point != real and mount.point.is_relative_to(real):
+        shown, point = inbox / mount.point.relative_to(real), mount.point
+        faults.local(shown, f"{shown} is another filesystem ({mount.fstype}) mounted inside the "
+                     "inbox: files there cannot be moved atomically into the claim folder, so "
+                     "its photos stay there untouched",
+                     f"mount the share at the inbox itself ({inbox}) or at BASE_PATH instead of "
+                     "inside it", lambda: _still_mounted(point))
+        return
+    if mount is not None:  # the input is on the inbox's own mount: the claim folder is elsewhere
+        state = next((p for p in (claim_dir, *claim_dir.parents) if p.exists()), claim_dir)
+        faults.report(f"filesystem:{state}", f"the state folder {state} is on another filesystem "
+                      f"than the inbox {inbox}: claims are renames, which cannot cross filesystems",
+                      "put the state folder (STATE_PATH) on the inbox's filesystem; mount nothing "
+                      "inside the inbox", lambda: _apart(state, inbox))
+        return
+    faults.local(folder, f"{folder} is on another filesystem than the claim folder: files there "
+                 "cannot be moved atomically, so its photos stay there untouched",
+                 "mount shares at the inbox itself or at BASE_PATH, never inside the inbox",
+                 lambda: None)  # mountinfo unreadable: tried again at the next rescan
+
+
+def _still_mounted(point: Path) -> str | None:
+    mount = mounts.mount_of(point)
+    return f"still mounted ({mount.fstype})" if mount is not None and mount.point == point \
+        else None
+
+
+def _apart(state: Path, inbox: Path) -> str | None:
+    return None if mounts.mount_of(state) == mounts.mount_of(inbox) else "still apart"
+
+
+def _role(folder: Path, inbox: Path) -> str:
+    return "inbox folder" if folder == inbox else "shop folder"
+
+
+def _who() -> str:
+    return f"uid {os.geteuid()}"
+
+
+def _owner(folder: Path) -> str:
+    try:
+        st = folder.stat()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return f"owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o}"

@@ -10,8 +10,9 @@
   root) and the disk is above the critical threshold.
 - **/health**: the document ``{status, timestamp, uptime, checks: {application, dependencies,
   storage, resources}}``; each check has its own ``status`` and the worst one wins. A remote that
-  is down, a breaker that is open or the fallback in use make it *degraded*; a daemon that is not
-  alive or cannot write makes it *unhealthy* (HTTP 503).
+  is down, a breaker that is open, the fallback in use or a folder of the inbox whose photos wait
+  (one the daemon cannot write, a filesystem mounted inside it) make it *degraded*; a daemon that
+  is not alive or cannot write makes it *unhealthy* (HTTP 503).
 
 The remover may offer ``state()``, a dict read here with these keys (all optional):
 ``reachable`` / ``remote_reachable`` (bool), ``breaker`` / ``breaker_state`` (``closed``, ``open``,
@@ -293,10 +294,10 @@ class Health:
     def application(self) -> dict[str, Any]:
         app, pool = self.app, self.app.pool
         verdict, p = self.live(), self.pulse()
-        faults = app.pipeline.faults.active()
+        faults, held = app.pipeline.faults.active(), app.pipeline.faults.held()
         if not verdict.ok or faults:
             status = UNHEALTHY
-        elif not app.ready.is_set() or app.flags.stop.is_set():
+        elif held or not app.ready.is_set() or app.flags.stop.is_set():
             status = DEGRADED
         else:
             status = HEALTHY
@@ -305,11 +306,17 @@ class Health:
         return {
             "status": status,
             "problems": ([] if verdict.ok else verdict.problems)
-                        + [fault.describe() for fault in faults],
+                        + [fault.describe() for fault in faults + held],
             # what stops every photo alike; they wait in the inbox until it is fixed
             "faults": [{"cause": fault.key, "problem": fault.problem, "fix": fault.fix,
                         "since": datetime.fromtimestamp(fault.since, timezone.utc)
                         .isoformat(timespec="seconds")} for fault in faults],
+            # folders of the inbox whose photos wait (the others go on): a shop folder the
+            # daemon cannot write, a filesystem mounted inside the inbox
+            "held_folders": [{"folder": str(fault.folder), "problem": fault.problem,
+                              "fix": fault.fix, "since": datetime.fromtimestamp(
+                                  fault.since, timezone.utc).isoformat(timespec="seconds")}
+                             for fault in held],
             "ready": app.ready.is_set() and not faults,
             "stopping": app.flags.stop.is_set(),
             "watcher_alive": p.watcher_alive,

@@ -76,6 +76,22 @@ def longest_prefix(mounts: list[Mount], real: Path) -> Mount | None:
     return best
 
 
+def inside(folder: Path, mountinfo: Path = MOUNTINFO) -> list[Mount]:
+    """The mounts whose mount point lies inside ``folder`` (not ``folder`` itself): a file there
+    cannot be renamed out of them (EXDEV), so the inbox cannot claim it. Empty where mountinfo
+    cannot be read."""
+    try:
+        mounts = parse(mountinfo.read_text(errors="replace"))
+    except OSError:
+        return []
+    real = Path(os.path.realpath(folder))
+    seen: dict[Path, Mount] = {}
+    for mount in mounts:  # the last of equal mount points is the one on top
+        if mount.point != real and mount.point.is_relative_to(real):
+            seen[mount.point] = mount
+    return sorted(seen.values(), key=lambda mount: mount.point)
+
+
 @dataclass(frozen=True)
 class WatchChoice:
     mode: str  # "native" or "polling"

@@ -16,7 +16,7 @@ from loguru import logger
 
 from watcher.claim import Claims
 from watcher.errors import UNEXPECTED
-from watcher.faults import folder_of, is_setup_error
+from watcher.faults import claim_failed
 from watcher.inbox import lane_of
 from watcher.metrics import Metrics
 from watcher.model import Job, JobStatus
@@ -186,11 +186,11 @@ class WorkerPool:
         try:
             claimed = self.claims.claim(rel)
         except OSError as exc:
-            if not is_setup_error(exc):
+            # a folder that cannot be written, or a mount inside the inbox: the file stays put
+            # (a shop folder's fault holds only its photos; the next rescan suggests them again)
+            if not claim_failed(self.pipeline.faults, exc, self.claims.inbox / rel,
+                                self.claims.mine / rel.parent, self.claims.inbox):
                 raise
-            # our claim folder cannot be written: every file would fail alike; it stays put
-            self.pipeline.faults.folder(folder_of(exc, self.claims.root), "state",
-                                        exc.strerror or str(exc))
             return
         if claimed is None:
             return  # another daemon won the rename, or the file went away

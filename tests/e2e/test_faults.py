@@ -237,3 +237,105 @@ def test_a_folder_the_daemon_cannot_write_makes_photos_wait_not_fail(
     assert get(url + "/readyz")[0] == 200
     assert "fixed after" in d.log()
     assert d.stop() == 0
+
+
+# -- 3. a claim that fails for one folder of the inbox only ----------------------------------------
+
+HELD = "wait there until this is fixed (the other folders go on)"
+
+
+def _held(url: str, folder: Path) -> dict[str, object]:
+    """The daemon stays ready; /health is degraded and names ``folder``."""
+    assert get(url + "/readyz")[0] == 200
+    status, doc = get_json(url + "/health")
+    assert status == 200 and doc["status"] == "degraded", doc
+    application = doc["checks"]["application"]
+    assert application["faults"] == [] and application["ready"] is True, application
+    held, = application["held_folders"]
+    assert held["folder"] == str(folder), held
+    return held  # type: ignore[no-any-return]
+
+
+def test_a_shop_folder_the_daemon_cannot_write_holds_only_its_own_photos(
+        make_daemon: Callable[..., Daemon], data_dir: Path,
+        immutable: Callable[[Path], None]) -> None:
+    d = make_daemon()
+    shop = d.inbox / "loja-a"
+    shop.mkdir()
+    _drop((data_dir / "products" / "books.jpg").read_bytes(), shop, "books.jpg")
+    immutable(shop)  # as a folder of root's is to a daemon that does not run as root
+    d.start()
+    d.wait_started()
+    url = base_url(d)
+    wait_for(lambda: HELD in d.log(), 30, message="the held folder in the log:\n" + d.log())
+    for rel in ("mugs.jpg", "loja-b/stickers.jpg"):  # the other shops, and the top level, go on
+        (d.inbox / rel).parent.mkdir(exist_ok=True)
+        _drop((data_dir / "products" / Path(rel).name).read_bytes(), d.inbox, rel)
+    wait_for(lambda: (d.output / "mugs.jpg").exists()
+             and (d.output / "loja-b" / "stickers.jpg").exists(), 60,
+             message="the other shops' thumbnails:\n" + d.log()[-3000:])
+    assert (shop / "books.jpg").exists() and not (d.output / "loja-a").exists()
+    held = _held(url, shop)
+    assert "cannot write the shop folder" in str(held["problem"]) and "chown" in str(held["fix"])
+    line, = [line for line in d.log().splitlines() if HELD in line]
+    assert f"photos in {shop} wait" in line and "chown -R" in line and "state" not in line
+    assert ONCE not in d.log() and "worker error" not in d.log()
+    assert visible_files(d.failed) == []
+
+    _unlock(shop)  # fixed: the next rescan (2 s here) takes the photo
+    wait_for(lambda: (d.output / "loja-a" / "books.jpg").exists(), 30,
+             message="the held photo once its folder takes writes:\n" + d.log()[-3000:])
+    assert "fixed after" in d.log()
+    assert get_json(url + "/health")[1]["checks"]["application"]["held_folders"] == []
+    assert d.log().count(HELD) == 1, "logged once, not once per try"
+    assert d.stop() == 0
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[Path], None]]:
+    """``tmpfs(folder)``: a small tmpfs mounted on ``folder`` (unmounted at the end)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)],
+                       check=True, timeout=30)
+        mounted.append(folder)
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False, timeout=30)
+
+
+def test_photos_on_a_filesystem_mounted_inside_the_inbox_wait_and_the_mount_is_named(
+        make_daemon: Callable[..., Daemon], data_dir: Path,
+        tmpfs: Callable[[Path], None]) -> None:
+    d = make_daemon()
+    net = d.inbox / "loja-net"
+    tmpfs(net)
+    _drop((data_dir / "products" / "books.jpg").read_bytes(), net, "caneca-net.jpg")
+    d.start()
+    d.wait_started()
+    url = base_url(d)
+    wait_for(lambda: HELD in d.log(), 30, message="the mount in the log:\n" + d.log())
+    _drop((data_dir / "products" / "mugs.jpg").read_bytes(), d.inbox, "mugs.jpg")
+    wait_for(lambda: (d.output / "mugs.jpg").exists(), 60,
+             message="the top-level thumbnail:\n" + d.log()[-3000:])
+    assert (net / "caneca-net.jpg").exists(), "a photo on the mount was lost"
+    held = _held(url, net)
+    assert "mounted inside the inbox" in str(held["problem"])
+    line, = [line for line in d.log().splitlines() if HELD in line]
+    assert str(net) in line and "mount the share at the inbox itself" in line
+    assert f"{net} is a tmpfs mount inside the inbox" in d.log()  # said at start-up too
+    assert "worker error" not in d.log() and "cross-device" not in d.log()
+    diagnose = subprocess.run([THUMBGEN, "diagnose"], cwd=d.base, env=d.env,
+                              capture_output=True, text=True, timeout=120)
+    line = next(line for line in diagnose.stdout.splitlines() if "mounted inside" in line)
+    assert "FAIL" in line and str(net) in line and diagnose.returncode == 1, diagnose.stdout
+
+    subprocess.run(["umount", str(net)], check=True, timeout=30)  # fixed
+    wait_for(lambda: "fixed after" in d.log(), 30, message="the fault cleared:\n" + d.log())
+    assert get(url + "/health")[0] == 200
+    assert d.stop() == 0
