@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -134,9 +135,17 @@ def test_the_watcher_gone_fails_liveness(running_app: Callable[..., Any], model_
     inbox = app.settings.upload_path
     # moved away in one rename, and a plain file put in its place: the main loop's restart
     # cannot make the folder again, so the watcher stays gone (removing the tree file by file
-    # raced with that restart, which re-creates a missing inbox)
-    inbox.rename(inbox.with_name("produtos-movido"))
-    inbox.write_text("not a folder")
+    # raced with that restart, which re-creates a missing inbox; when it wins the race here
+    # too, the folder it made is moved away in turn)
+    for attempt in range(20):
+        if inbox.is_dir():
+            inbox.rename(inbox.with_name(f"produtos-movido-{attempt}"))
+        try:
+            os.close(os.open(inbox, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            break
+        except FileExistsError:
+            continue
+    assert inbox.is_file()
 
     verdict = wait_for(lambda: _not_alive(health), 10, message="liveness to fail")
     assert verdict.problems[0].startswith("the file watcher stopped")
