@@ -217,8 +217,8 @@ def _crossed(faults: Faults, folder: Path, claim_dir: Path, inbox: Path) -> None
         state = next((p for p in (claim_dir, *claim_dir.parents) if p.exists()), claim_dir)
         faults.report(f"filesystem:{state}", f"the state folder {state} is on another filesystem "
                       f"than the inbox {inbox}: claims are renames, which cannot cross filesystems",
-                      "put the state folder (STATE_PATH) on the inbox's filesystem; mount nothing "
-                      "inside the inbox", lambda: _apart(state, inbox))
+                      f"mount nothing at or inside {state} (it lives in the inbox, on the inbox's "
+                      "own filesystem)", lambda: _apart(state, inbox))
         return
     faults.local(folder, f"{folder} is on another filesystem than the claim folder: files there "
                  "cannot be moved atomically, so its photos stay there untouched",
