@@ -142,5 +142,26 @@ def test_run_exits_2_naming_a_folder_it_cannot_create(thumbgen_env: dict[str, st
     assert f"or set {key} to a folder the daemon can write" in line
     advice = {"a file in the way": f"{place} is a file, not a folder: move it away",
               "read-only mount": f"{place} is on a read-only filesystem: mount a writable folder",
-              "another user's": f"the daemon runs as uid 0: give it {place} (`chown -R 0 {place}`"}
+              "another user's": f"the daemon runs as uid 0: give it {place} (`chown -R 0:0 {place}`"}
     assert advice[mechanism] in line
+
+
+def test_run_exits_2_naming_a_log_folder_that_is_there_but_not_its_own(
+        thumbgen_env: dict[str, str], tmp_path: Path) -> None:
+    # the docs' own set-up with the chown forgotten: logs/ exists and belongs to someone else
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    prefix, why = _wrapped("another user's", logs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
+    env.update(thumbgen_env, THUMBGEN_REMOVAL_BACKEND="local", THUMBGEN_HTTP_PORT="0",
+               THUMBGEN_LOG_PATH=str(logs))
+    thumbgen = str(Path(sys.executable).with_name("thumbgen"))
+
+    result = subprocess.run([*prefix, thumbgen, "run"], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"thumbgen: cannot write in the folder {logs} (LOG_PATH): {why}; "), line
+    assert f"give it {logs} (`chown -R 0:0 {logs}`" in line

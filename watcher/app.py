@@ -18,7 +18,7 @@ from types import FrameType
 
 from loguru import logger
 
-from watcher import mounts
+from watcher import faults, mounts
 from watcher.claim import Claims
 from watcher.config import Settings
 from watcher.errors import make_folder
@@ -114,12 +114,11 @@ class App:
         logger.info("watching {} ({} mode: {}), {} CPU worker(s), removal by {}", s.upload_path,
                     self.watch.active_mode, self.watch.why, s.cpu_workers, self.remover.name)
         for mount in mounts.inside(s.upload_path):  # diagnose FAILs on it too
-            unheard = (", and no event is heard from it (only rescans find its files)"
-                       if mount.needs_polling and self.watch.active_mode == "native" else "")
-            logger.warning("{} is a {} mount inside the inbox: its photos cannot be claimed (a "
-                           "rename cannot cross filesystems) and wait there{}; mount the share "
-                           "at the inbox itself or at BASE_PATH instead", mount.point,
-                           mount.fstype, unheard)
+            if mount.needs_polling and self.watch.active_mode == "native":
+                logger.warning("no event is heard from the {} mount {} (only rescans would find "
+                               "its files)", mount.fstype, mount.point)
+            # held from the start: /health is degraded naming it before any photo arrives there
+            faults.mounted_inside(self.pipeline.faults, mount, s.upload_path)
         self.rescans.start()
         # on the scan thread, a shop folder at a time: the main loop feeds the first shops while
         # the others are listed; READY once it is done (``tick``)

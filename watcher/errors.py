@@ -39,8 +39,8 @@ class ConfigError(ThumbgenError):
 # What to do when a folder cannot be created, by the OS's reason; {holder} is the nearest folder
 # that exists on the way to it, {blocker} the file that stands in the way, {uid} the daemon's user.
 _FOLDER_ADVICES = {
-    errno.EACCES: "the daemon runs as uid {uid}: give it {holder} (`chown -R {uid} {holder}`; "
-                  "for a container, on the host folder mounted there)",
+    errno.EACCES: "the daemon runs as uid {uid}: give it {holder} (`chown -R {uid}:{gid} "
+                  "{holder}`; for a container, on the host folder mounted there)",
     errno.EROFS: "{holder} is on a read-only filesystem: mount a writable folder there (for a "
                  "container: -v <host folder>:{holder})",
     errno.ENOTDIR: "{blocker} is a file, not a folder: move it away",
@@ -53,18 +53,20 @@ _FOLDER_ADVICE = "check the path and its permissions (`thumbgen diagnose` checks
 
 
 class FolderError(ConfigError):
-    """A folder the daemon needs cannot be created: one line naming the folder, the setting it
-    comes from, the OS's reason and what to do (exit code 2, like any bad configuration)."""
+    """A folder the daemon needs cannot be created, or written in when it exists: one line
+    naming the folder, the setting it comes from, the OS's reason and what to do (exit code 2,
+    like any bad configuration)."""
 
-    def __init__(self, key: str, path: Path, error: OSError) -> None:
-        holder = next((p for p in path.parents if p.is_dir()), Path("/"))
+    def __init__(self, key: str, path: Path, error: OSError, *, writing: bool = False) -> None:
+        holder = path if writing else next((p for p in path.parents if p.is_dir()), Path("/"))
         blocker = next((p for p in (*reversed(path.parents), path)
                         if p.exists() and not p.is_dir()), path)
         advice = _FOLDER_ADVICES.get(error.errno or 0, _FOLDER_ADVICE)
         reason = (f"{error.strerror or error}; "
-                  f"{advice.format(uid=os.geteuid(), holder=holder, blocker=blocker)}; "
+                  f"{advice.format(uid=os.geteuid(), gid=os.getegid(), holder=holder, blocker=blocker)}; "
                   f"or set {key} to a folder the daemon can write")
-        ThumbgenError.__init__(self, f"cannot create the folder {path} ({key}): {reason}")
+        action = "write in" if writing else "create"
+        ThumbgenError.__init__(self, f"cannot {action} the folder {path} ({key}): {reason}")
         self.key, self.value, self.reason = key, path, reason
 
 

@@ -206,12 +206,7 @@ def _crossed(faults: Faults, folder: Path, claim_dir: Path, inbox: Path) -> None
     real = Path(os.path.realpath(inbox))
     mount = mounts.mount_of(folder)
     if mount is not None and mount.point != real and mount.point.is_relative_to(real):
-        shown, point = inbox / mount.point.relative_to(real), mount.point
-        faults.local(shown, f"{shown} is another filesystem ({mount.fstype}) mounted inside the "
-                     "inbox: files there cannot be moved atomically into the claim folder, so "
-                     "its photos stay there untouched",
-                     f"mount the share at the inbox itself ({inbox}) or at BASE_PATH instead of "
-                     "inside it", lambda: _still_mounted(point))
+        mounted_inside(faults, mount, inbox)
         return
     if mount is not None:  # the input is on the inbox's own mount: the claim folder is elsewhere
         state = next((p for p in (claim_dir, *claim_dir.parents) if p.exists()), claim_dir)
@@ -224,6 +219,18 @@ def _crossed(faults: Faults, folder: Path, claim_dir: Path, inbox: Path) -> None
                  "cannot be moved atomically, so its photos stay there untouched",
                  "mount shares at the inbox itself or at BASE_PATH, never inside the inbox",
                  lambda: None)  # mountinfo unreadable: tried again at the next rescan
+
+
+def mounted_inside(faults: Faults, mount: mounts.Mount, inbox: Path) -> bool:
+    """Hold the photos of ``mount``, a filesystem mounted inside the inbox: a claim is a rename,
+    which cannot leave it. Said at start-up for each such mount, and when a claim meets one."""
+    shown = inbox / mount.point.relative_to(Path(os.path.realpath(inbox)))
+    point = mount.point
+    return faults.local(shown, f"{shown} is another filesystem ({mount.fstype}) mounted inside "
+                        "the inbox: files there cannot be moved atomically into the claim "
+                        "folder, so its photos stay there untouched",
+                        f"mount the share at the inbox itself ({inbox}) or at BASE_PATH instead "
+                        "of inside it", lambda: _still_mounted(point))
 
 
 def _still_mounted(point: Path) -> str | None:

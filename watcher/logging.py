@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from watcher.errors import make_folder
+from watcher.errors import FolderError, make_folder
 from watcher.masking import mask_text
 
 LOG_FILE = "app.log"
@@ -247,10 +247,12 @@ def setup(level: str = "INFO", log_dir: Path | None = None, secrets: Iterable[st
                    colorize=sys.stderr.isatty(), backtrace=False, diagnose=False)
     if log_dir is not None:
         make_folder(log_dir, "LOG_PATH")  # FolderError (exit 2) if it cannot be
-        # enqueue: a slow disk delays the writer thread, never a worker
-        logger.add(log_dir / LOG_FILE, level=level, format=_json_formatter(redact),
-                   rotation=ROTATION, retention=RETENTION, compression=COMPRESSION,
-                   enqueue=True, backtrace=False, diagnose=False)
+        try:  # enqueue: a slow disk delays the writer thread, never a worker
+            logger.add(log_dir / LOG_FILE, level=level, format=_json_formatter(redact),
+                       rotation=ROTATION, retention=RETENTION, compression=COMPRESSION,
+                       enqueue=True, backtrace=False, diagnose=False)
+        except OSError as exc:  # the folder is there but not the daemon's to write in
+            raise FolderError("LOG_PATH", log_dir, exc, writing=True) from None
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
     for noisy in ("httpx", "httpcore", "apscheduler", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
