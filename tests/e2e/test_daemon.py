@@ -198,8 +198,8 @@ def test_a_photo_the_daemon_may_not_read_is_rejected_with_what_to_do(
     assert note[:2] == [
         "O thumbgen não tem permissão para ler este arquivo (o usuário com que ele roda no "
         "servidor não pode abri-lo).",
-        "Copie a foto para produtos/ de novo (a nova cópia recebe as permissões da pasta) ou "
-        "peça a quem cuida do servidor que libere a leitura do arquivo para o thumbgen."]
+        "Peça a quem cuida do servidor que libere a leitura deste arquivo para o thumbgen; "
+        "depois use Tentar de novo na página ou mova a foto de volta para produtos/."]
     assert "kind: not_readable" in note
     assert (daemon.failed / "locked.jpg").stat().st_uid == 12345, "the photo is kept as it was"
     assert "Traceback" not in daemon.log()
