@@ -34,13 +34,15 @@ def _inputs(paths: list[Path]) -> list[tuple[Path, PurePosixPath]]:
 
 
 def _progress(done: int, total: int, failed: int, failed_word: str = "failed") -> None:
-    if not sys.stderr.isatty() and done not in (total,) and done % 50:
+    """A bar redrawn in place on a terminal; elsewhere (a log, a pipe) a line every 50 files."""
+    tty = sys.stderr.isatty()
+    if not tty and done not in (total,) and done % 50:
         return
     width = 30
     filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-                     f"  {failed_word}: {failed}")
-    if done == total:
+    sys.stderr.write(f"{chr(13) if tty else ''}[{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done}/{total}  {failed_word}: {failed}")
+    if done == total or not tty:
         sys.stderr.write("\n")
     sys.stderr.flush()
 
