@@ -341,7 +341,7 @@ def test_process_command_leaves_inputs_untouched(tree: Path, data_dir: Path,
     assert len(visible_files(out)) == 9
     assert "9/10" in proc.stderr or "10/10" in proc.stderr
     # not a terminal: each frame of the bar on a line of its own, never two glued together
-    assert all(line.count("/10  ") <= 1 for line in proc.stderr.splitlines()), proc.stderr
+    assert all(line.count("/10  ") <= 1 for line in proc.stderr.split("\n")), proc.stderr
     # what it says about a photo is for the shop: in LANGUAGE (pt-BR by default)
     assert "9 miniatura(s) de 9 foto(s) gravada(s)" in proc.stdout and "1 falharam" in proc.stdout
     assert "broken.png: O arquivo" in proc.stderr
