@@ -335,16 +335,18 @@ def test_process_command_leaves_inputs_untouched(tree: Path, data_dir: Path,
     before = {p: p.read_bytes() for p in src.iterdir()}
     out = tree / "saida"
     proc = subprocess.run([THUMBGEN, "process", str(src), "--out", str(out)], cwd=tree,
-                          env=daemon_env(tree), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr  # one file failed
+                          env=daemon_env(tree), capture_output=True, timeout=120)
+    # bytes: text mode would turn each carriage return into a newline
+    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 1, stderr  # one file failed
     assert {p: p.read_bytes() for p in src.iterdir()} == before
     assert len(visible_files(out)) == 9
-    assert "9/10" in proc.stderr or "10/10" in proc.stderr
+    assert "9/10" in stderr or "10/10" in stderr
     # not a terminal: each frame of the bar on a line of its own, never two glued together
-    assert all(line.count("/10  ") <= 1 for line in proc.stderr.split("\n")), proc.stderr
+    assert all(line.count("/10  ") <= 1 for line in stderr.split("\n")), stderr
     # what it says about a photo is for the shop: in LANGUAGE (pt-BR by default)
-    assert "9 miniatura(s) de 9 foto(s) gravada(s)" in proc.stdout and "1 falharam" in proc.stdout
-    assert "broken.png: O arquivo" in proc.stderr
+    assert "9 miniatura(s) de 9 foto(s) gravada(s)" in stdout and "1 falharam" in stdout
+    assert "broken.png: O arquivo" in stderr
     english = subprocess.run([THUMBGEN, "process", str(src / "broken.png"), "--out", str(out)],
                              cwd=tree, env={**daemon_env(tree), "THUMBGEN_LANGUAGE": "en"},
                              capture_output=True, text=True, timeout=120)
