@@ -117,6 +117,20 @@ def _wrapped(mechanism: str, place: Path) -> tuple[list[str], str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"], "Permission denied"
 
 
+def _refused_start(prefix: list[str], thumbgen_env: dict[str, str], **settings: str) -> str:
+    """``thumbgen run`` under ``prefix`` with ``settings``: it must exit 2 without a traceback;
+    its last line on stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
+    env.update(thumbgen_env, THUMBGEN_REMOVAL_BACKEND="local", THUMBGEN_HTTP_PORT="0")
+    env.update({f"THUMBGEN_{key}": value for key, value in settings.items()})
+    thumbgen = str(Path(sys.executable).with_name("thumbgen"))
+    result = subprocess.run([*prefix, thumbgen, "run"], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("mechanism", ["a file in the way", "read-only mount", "another user's"])
 @pytest.mark.parametrize("key", ["LOG_PATH", "UPLOAD_PATH", "OUTPUT_PATH"])
 def test_run_exits_2_naming_a_folder_it_cannot_create(thumbgen_env: dict[str, str],
@@ -126,17 +140,9 @@ def test_run_exits_2_naming_a_folder_it_cannot_create(thumbgen_env: dict[str, st
     place.mkdir()
     prefix, why = _wrapped(mechanism, place)
     folder = place / "folder"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
-    env.update(thumbgen_env, THUMBGEN_REMOVAL_BACKEND="local", THUMBGEN_HTTP_PORT="0")
-    env[f"THUMBGEN_{key}"] = str(folder)
-    thumbgen = str(Path(sys.executable).with_name("thumbgen"))
 
-    result = subprocess.run([*prefix, thumbgen, "run"], env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
+    line = _refused_start(prefix, thumbgen_env, **{key: str(folder)})
 
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"thumbgen: cannot create the folder {folder}"), line
     assert f"({key}): {why}; " in line
     assert f"or set {key} to a folder the daemon can write" in line
@@ -152,16 +158,8 @@ def test_run_exits_2_naming_a_log_folder_that_is_there_but_not_its_own(
     logs = tmp_path / "logs"
     logs.mkdir()
     prefix, why = _wrapped("another user's", logs)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THUMBGEN_")}
-    env.update(thumbgen_env, THUMBGEN_REMOVAL_BACKEND="local", THUMBGEN_HTTP_PORT="0",
-               THUMBGEN_LOG_PATH=str(logs))
-    thumbgen = str(Path(sys.executable).with_name("thumbgen"))
 
-    result = subprocess.run([*prefix, thumbgen, "run"], env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
+    line = _refused_start(prefix, thumbgen_env, LOG_PATH=str(logs))
 
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"thumbgen: cannot write in the folder {logs} (LOG_PATH): {why}; "), line
     assert f"give it {logs} (`chown -R 0:0 {logs}`" in line
