@@ -143,6 +143,7 @@ def test_a_claim_across_a_mount_inside_the_inbox_names_the_mount(tmp_path: Path)
         claims.setup()
         _claim(claims, faults, "loja-net/sub/a.jpg")
         assert (net / "sub" / "a.jpg").read_bytes() == b"photo"  # untouched
+        assert not (claims.mine / "loja-net").exists()  # no empty loja-net/sub/ left in the claims
         assert not faults
         (held,) = faults.held()
         assert held.folder == net and "(tmpfs) mounted inside the inbox" in held.problem

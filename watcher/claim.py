@@ -94,6 +94,16 @@ def rename_no_replace(src: Path, dst: Path) -> None:
     os.rename(src, dst)
 
 
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``top`` while they are empty."""
+    while folder != top and folder.is_relative_to(top):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another claim is using it), or gone: leave the rest
+            return
+        folder = folder.parent
+
+
 def move_no_clobber(src: Path, dst: Path) -> Path:
     """Rename ``src`` to ``dst`` (or a free variant of it), creating folders; returns where it went."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +170,9 @@ class Claims:
             return dst if os.path.lexists(dst) and not os.path.lexists(src) else None
         except FileExistsError:  # pragma: no cover - only our own threads write this folder
             return None
+        except OSError:  # the caller says why (faults.claim_failed); no empty folders are left
+            _remove_empty(dst.parent, self.mine)
+            raise
         return dst
 
     @staticmethod
