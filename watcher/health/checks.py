@@ -1,26 +1,5 @@
-"""Is the daemon alive, is it ready, how is it doing: the checks behind /livez, /readyz, /health.
-
-- **Alive** (``/livez``, systemd's ``WATCHDOG=1``): the file watcher's threads run, the main loop
-  ticks, every worker thread lives and the workers make progress: idle workers refresh
-  ``pool.last_progress`` every 0.2 s, and no file stays in work longer than ``stall_after``.
-  Restarting fixes a daemon that is not alive; it would not bring a remote back, so a remote that
-  is down never fails liveness.
-- **Ready** (``/readyz``): the start-up scan is done, the daemon is not stopping, every folder
-  it writes to takes a real write (a probe file created and removed: permissions alone do not stop
-  root) and the disk is above the critical threshold.
-- **/health**: the document ``{status, timestamp, uptime, checks: {application, dependencies,
-  storage, resources}}``; each check has its own ``status`` and the worst one wins. A remote that
-  is down, a breaker that is open, the fallback in use or a folder of the inbox whose photos wait
-  (one the daemon cannot write, a filesystem mounted inside it) make it *degraded*; a daemon that
-  is not alive or cannot write makes it *unhealthy* (HTTP 503).
-
-The remover may offer ``state()``, a dict read here with these keys (all optional):
-``reachable`` / ``remote_reachable`` (bool), ``breaker`` / ``breaker_state`` (``closed``, ``open``,
-``half-open``), ``last_error`` (str), ``fallback_in_use`` / ``fallback_active`` (bool),
-``local_model_loaded`` (bool), ``local_runtime`` (``{runtime, precision, why}``), ``waiting``
-(bool: no fallback, files wait). A ``LocalRemover`` answers through its ``loaded`` and ``choice``
-properties.
-"""
+"""``Health``: the checks over one running ``App`` (liveness, readiness, the /health document
+and the gauges), built from ``verdicts``."""
 
 from __future__ import annotations
 
@@ -29,131 +8,23 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from loguru import logger
 
 from watcher import __version__
-from watcher.config import Settings
 from watcher.faults import probe_write
+from watcher.health.verdicts import (DEGRADED, HEALTHY, MIB, UNHEALTHY, DiskThresholds, Pulse,
+                                     Verdict, disk_value, first_of, remover_state, runtime_doc,
+                                     stall_seconds, watcher_alive, worst)
 from watcher.logging import Redactor
 from watcher.metrics import Metrics
 
 if TYPE_CHECKING:  # the app is passed in; importing it at run time would invert the layers
     from watcher.app import App
-
-HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
-_RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
-MIB = 1024**2
-# Liveness never fails faster than this, whatever the remote timeout.
-MIN_STALL_SECONDS = 60.0
-
-
-def _runtime_doc(s: Settings, remover: object, state: Mapping[str, Any]) -> dict[str, Any]:
-    """LOCAL_RUNTIME and, once the model has loaded, the runtime and precision that run it."""
-    choice = _first(state, "local_runtime")
-    if choice is None and getattr(remover, "choice", None) is not None:
-        choice = remover.choice.as_dict()  # type: ignore[attr-defined]
-    choice = choice or {}
-    return {"runtime_setting": s.local_runtime, "runtime": choice.get("runtime"),
-            "precision": choice.get("precision"), "runtime_why": choice.get("why")}
-
-
-def worst(statuses: Iterable[str]) -> str:
-    return max(statuses, key=_RANK.__getitem__, default=HEALTHY)
-
-
-def stall_seconds(s: Settings) -> float:
-    """How long a file may legitimately stay in work before the pipeline counts as stuck.
-
-    A local cut-out takes about a second, so the floor rules. A remote file may, on every
-    attempt, wait for a free call slot behind calls that run to their full timeout, wait for
-    the rate limit's window, run to its own timeout, and back off (at most 8 s) before the next.
-    """
-    if s.removal_kind != "gradio":
-        return MIN_STALL_SECONDS
-    slot_wait = math.ceil(s.cpu_workers / s.max_concurrent_requests) * s.gradio_timeout
-    callers = s.cpu_workers + s.max_concurrent_requests
-    rate_wait = (60.0 * math.ceil(callers / s.rate_limit_per_minute)
-                 if s.rate_limit_per_minute else 0.0)
-    per_attempt = slot_wait + rate_wait + s.gradio_timeout + 8.0
-    return max(MIN_STALL_SECONDS, s.gradio_retry_attempts * per_attempt + 30.0)
-
-
-@dataclass(frozen=True)
-class DiskThresholds:
-    """Free space below ``critical_bytes`` stops readiness; below the warning levels, degraded."""
-
-    critical_bytes: int = 256 * MIB
-    warning_bytes: int = 1024 * MIB
-    warning_ratio: float = 0.05
-
-    def status(self, free: int, total: int) -> str:
-        if free < self.critical_bytes:
-            return UNHEALTHY
-        if free < self.warning_bytes or (total and free / total < self.warning_ratio):
-            return DEGRADED
-        return HEALTHY
-
-
-@dataclass
-class Verdict:
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Pulse:
-    """What liveness is judged on; durations in seconds."""
-
-    watcher_alive: bool
-    loop_idle: float
-    workers_alive: int
-    workers_expected: int
-    idle_for: float
-    oldest: tuple[str, float] | None  # the file longest in work, and for how long
-
-
-def watcher_alive(watch: Any) -> bool:
-    """The observer thread runs *and* so do its emitters.
-
-    When the inbox folder is removed, watchdog's inotify emitter thread ends while the observer
-    thread goes on dispatching nothing: ``observer.is_alive()`` alone would call that alive.
-    """
-    if not watch.alive():
-        return False
-    emitters = getattr(watch.observer, "emitters", None) or ()
-    return all(emitter.is_alive() for emitter in emitters)
-
-
-def _first(state: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in state:
-            value = state[key]
-            return getattr(value, "value", value)  # str enums (BreakerState) as plain text
-    return None
-
-
-def remover_state(remover: Any) -> dict[str, Any]:
-    """``remover.state()`` as plain data, or ``{}`` when the remover has none.
-
-    A boundary to another component's code: if its ``state()`` raises, /health and /metrics must
-    still answer, so the error becomes part of the state.
-    """
-    state_fn = getattr(remover, "state", None)
-    if not callable(state_fn):
-        return {}
-    try:
-        state = dict(state_fn())
-    except Exception as exc:
-        logger.opt(exception=True).debug("remover.state() failed")
-        return {"state_error": f"{type(exc).__name__}: {exc}"}
-    return {k: getattr(v, "value", v) for k, v in state.items()}
 
 
 class Health:
@@ -197,19 +68,19 @@ class Health:
         s = self.app.settings
         for role, path in (("inbox", s.upload_path), ("output", s.output_path),
                            ("backups", s.backup_path), ("logs", s.log_path)):
-            metrics.storage_free.labels(role).set_function(_disk_value(path, "free"))
-            metrics.storage_size.labels(role).set_function(_disk_value(path, "total"))
+            metrics.storage_free.labels(role).set_function(disk_value(path, "free"))
+            metrics.storage_size.labels(role).set_function(disk_value(path, "total"))
         metrics.dependency_up.labels("local_model").set_function(
             lambda: float(s.model_path.is_file()))
         if s.removal_kind == "gradio":
             remover = self.app.remover
 
             def remote_up() -> float:
-                reachable = _first(remover_state(remover), "reachable", "remote_reachable")
+                reachable = first_of(remover_state(remover), "reachable", "remote_reachable")
                 return math.nan if reachable is None else float(bool(reachable))
 
             def breaker_open() -> float:
-                breaker = _first(remover_state(remover), "breaker", "breaker_state")
+                breaker = first_of(remover_state(remover), "breaker", "breaker_state")
                 return math.nan if breaker is None else float(breaker == "open")
 
             metrics.dependency_up.labels("remote").set_function(remote_up)
@@ -337,29 +208,29 @@ class Health:
         s, remover = self.app.settings, self.app.remover
         state = remover_state(remover)
         remote = s.removal_kind == "gradio"
-        loaded = _first(state, "local_model_loaded")
+        loaded = first_of(state, "local_model_loaded")
         if loaded is None:
             loaded = getattr(remover, "loaded", None)
         model_present = s.model_path.is_file()
         doc: dict[str, Any] = {
             "removal_backend": getattr(remover, "name", s.removal_kind),
             "local_model": {"path": str(s.model_path), "present": model_present,
-                            "loaded": loaded, **_runtime_doc(s, remover, state)},
+                            "loaded": loaded, **runtime_doc(s, remover, state)},
         }
         problems = []
         needs_local = not remote or s.gradio_fallback_enabled
         if needs_local and not model_present:
             problems.append("the local model is missing: run `thumbgen models fetch`")
         if remote:
-            reachable = _first(state, "reachable", "remote_reachable")
-            breaker = _first(state, "breaker", "breaker_state")
-            fallback = _first(state, "fallback_in_use", "fallback_active")
+            reachable = first_of(state, "reachable", "remote_reachable")
+            breaker = first_of(state, "breaker", "breaker_state")
+            fallback = first_of(state, "fallback_in_use", "fallback_active")
             doc["remote"] = {
                 "url": self.redact.text(s.gradio_api_url),
                 "reachable": reachable,
                 "breaker": breaker,
                 "fallback_in_use": fallback,
-                "last_error": self.redact.value(_first(state, "last_error")),
+                "last_error": self.redact.value(first_of(state, "last_error")),
                 "state": self.redact.value(state),
             }
             if reachable is False:
@@ -368,7 +239,7 @@ class Health:
                 problems.append(f"the remote's circuit breaker is {breaker}")
             if fallback:
                 problems.append("the local model stands in for the remote")
-            if _first(state, "waiting"):
+            if first_of(state, "waiting"):
                 problems.append("files wait in the inbox for the remote to come back")
         # Only a local backend without its model leaves no way to make cut-outs.
         broken = not remote and not model_present
@@ -426,18 +297,3 @@ class Health:
             "threads": threads,
             "open_files": fds,
         }
-
-
-def _disk_value(path: Path, attr: str) -> Callable[[], float]:
-    def read() -> float:
-        # a folder not created yet (backups before the first one) will live on its parent's disk
-        existing = next((p for p in (path, *path.parents) if p.exists()), None)
-        try:
-            return float(getattr(shutil.disk_usage(existing or path), attr))
-        except OSError:
-            return math.nan
-    return read
-
-
-__all__ = ["Health", "Verdict", "DiskThresholds", "HEALTHY", "DEGRADED", "UNHEALTHY", "worst",
-           "probe_write", "watcher_alive", "stall_seconds"]
