@@ -44,7 +44,11 @@ class RemoteDouble:
 
 
 def _drop_photo(app: Any, data_dir: Path, name: str = "books.jpg") -> None:
-    shutil.copyfile(data_dir / "products" / name, app.settings.upload_path / name)
+    # whole, in one rename: with SETTLE_SECONDS 0 a photo still being copied would be taken cut
+    # short and rejected as incomplete (it happened under load)
+    hidden = app.settings.upload_path / f".{name}.part"
+    shutil.copyfile(data_dir / "products" / name, hidden)
+    hidden.rename(app.settings.upload_path / name)
 
 
 def _not_alive(health: Health) -> Any:

@@ -80,7 +80,10 @@ def test_pings_stop_while_a_file_is_stuck_and_resume_after(
     assert max(b - a for a, b in zip(pings, pings[1:])) < 0.45
 
     # a worker stuck inside a file: after stall_after the pings stop
-    shutil.copyfile(data_dir / "products" / "books.jpg", app.settings.upload_path / "books.jpg")
+    # whole, in one rename: with SETTLE_SECONDS 0 a copy in progress could be taken cut short
+    hidden = app.settings.upload_path / ".books.jpg.part"
+    shutil.copyfile(data_dir / "products" / "books.jpg", hidden)
+    hidden.rename(app.settings.upload_path / "books.jpg")
     assert remover.entered.wait(30)
     wait_for(lambda: not health.live().ok, 10, message="liveness to fail")
     stuck_since = time.monotonic()
