@@ -109,7 +109,7 @@ def test_a_claim_refused_by_its_shop_folder_holds_that_folder_only(
     assert not faults and faults.active() == []  # the other shops go on
     (held,) = faults.held()
     assert held.folder == shop and "cannot write the shop folder" in held.problem
-    assert f"chown -R {os.geteuid()} {shop}" in held.fix
+    assert f"chown -R {os.geteuid()}:{os.getegid()} {shop}" in held.fix
     assert faults.recheck() == 1
     subprocess.run(["chattr", "-i", str(shop)], check=True)
     assert faults.recheck() == 0 and faults.held() == []

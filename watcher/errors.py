@@ -62,8 +62,9 @@ class FolderError(ConfigError):
         blocker = next((p for p in (*reversed(path.parents), path)
                         if p.exists() and not p.is_dir()), path)
         advice = _FOLDER_ADVICES.get(error.errno or 0, _FOLDER_ADVICE)
-        reason = (f"{error.strerror or error}; "
-                  f"{advice.format(uid=os.geteuid(), gid=os.getegid(), holder=holder, blocker=blocker)}; "
+        what_to_do = advice.format(uid=os.geteuid(), gid=os.getegid(), holder=holder,
+                                   blocker=blocker)
+        reason = (f"{error.strerror or error}; {what_to_do}; "
                   f"or set {key} to a folder the daemon can write")
         action = "write in" if writing else "create"
         ThumbgenError.__init__(self, f"cannot {action} the folder {path} ({key}): {reason}")

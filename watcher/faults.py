@@ -184,12 +184,13 @@ def claim_failed(faults: Faults, exc: OSError, src: Path, claim_dir: Path, inbox
     if problem is not None:
         faults.local(folder, f"the daemon's user ({_who()}) cannot write the "
                      f"{_role(folder, inbox)} {folder} ({_owner(folder)}): {problem}",
-                     f"give the daemon's user write permission, e.g. `chown -R {os.geteuid()} "
-                     f"{folder}` (or a shared group with g+rwx); check `lsattr -d {folder}` for "
-                     "the immutable flag and whether it is mounted read-only",
+                     "give the daemon's user write permission, e.g. `chown -R "
+                     f"{os.geteuid()}:{os.getegid()} {folder}` (or a shared group with g+rwx); "
+                     f"check `lsattr -d {folder}` for the immutable flag and whether it is "
+                     "mounted read-only",
                      lambda: probe_write(folder))
         return True
-    target = next((p for p in (claim_dir, *claim_dir.parents) if p.exists()), claim_dir)
+    target = _nearest_existing(claim_dir)
     if probe_write(target) is not None:  # the claim folder itself: every photo would fail
         faults.folder(target, "state", why)
         return True
@@ -209,7 +210,7 @@ def _crossed(faults: Faults, folder: Path, claim_dir: Path, inbox: Path) -> None
         mounted_inside(faults, mount, inbox)
         return
     if mount is not None:  # the input is on the inbox's own mount: the claim folder is elsewhere
-        state = next((p for p in (claim_dir, *claim_dir.parents) if p.exists()), claim_dir)
+        state = _nearest_existing(claim_dir)
         faults.report(f"filesystem:{state}", f"the state folder {state} is on another filesystem "
                       f"than the inbox {inbox}: claims are renames, which cannot cross filesystems",
                       f"mount nothing at or inside {state} (it lives in the inbox, on the inbox's "
@@ -241,6 +242,11 @@ def _still_mounted(point: Path) -> str | None:
 
 def _apart(state: Path, inbox: Path) -> str | None:
     return None if mounts.mount_of(state) == mounts.mount_of(inbox) else "still apart"
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest of its parents that exists (a claim folder not made yet)."""
+    return next((p for p in (path, *path.parents) if p.exists()), path)
 
 
 def _role(folder: Path, inbox: Path) -> str:
